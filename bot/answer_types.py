@@ -1,0 +1,69 @@
+"""What an answer is, wherever it is shown: the CLI's JSON, the console and Discord.
+
+One `Citation` type and one `Answer` type, so every front end shows the same sources the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Citation:
+    """Source `[n]` of an answer: the article it points to and the sentence it rests on."""
+
+    n: int
+    article_id: str
+    title: str
+    outlet: str | None
+    url: str | None
+    published: datetime | None
+    quote: str
+    also_reported_by: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["published"] = self.published.isoformat() if self.published else None
+        data["also_reported_by"] = list(self.also_reported_by)
+        return data
+
+    def label(self) -> str:
+        """'Title — Outlet, 4 Jan 2020': how a source is named to a reader."""
+        parts = [self.title]
+        meta = ", ".join(
+            p for p in (self.outlet, self.published.strftime("%-d %b %Y") if self.published else None) if p
+        )
+        return f"{parts[0]} — {meta}" if meta else parts[0]
+
+
+@dataclass
+class Answer:
+    """A cited answer or summary.
+
+    `text` carries `[n]` markers that refer to `citations[n-1]`. `mode` says who wrote it:
+    the extractive engine or a language model. `note` is a one-line remark for the reader,
+    e.g. why the LLM answer was replaced by the extractive one.
+    """
+
+    text: str
+    mode: str
+    citations: list[Citation]
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    note: str | None = None
+    found: bool = True  # False when nothing relevant was indexed
+    claims_supported: int | None = None
+    claims_unsupported: int | None = None
+
+    def to_json(self) -> dict:
+        data = {
+            "answer": self.text,
+            "mode": self.mode,
+            "found": self.found,
+            "citations": [c.to_json() for c in self.citations],
+            "timing_ms": {k: round(v, 2) for k, v in self.timing_ms.items()},
+            "note": self.note,
+        }
+        if self.claims_supported is not None:
+            data["claims"] = {"supported": self.claims_supported, "unsupported": self.claims_unsupported}
+        return data

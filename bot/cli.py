@@ -1,0 +1,239 @@
+"""`newsdesk`: the command line. Results go to standard output; progress and logs to standard error.
+
+Every command that takes `--json` prints exactly one JSON object. Errors are one line, never a
+stack trace (run with `-v` for the details).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from importlib import resources
+
+from bot.config import Config, ConfigError, load_config
+from index.retrieve import RetrievalMode, SearchFilters
+from index.timefilter import SINCE_CHOICES, parse_duration, parse_since
+
+log = logging.getLogger("newsdesk")
+
+DEFAULT_CONFIG_NAMES = ("config.toml",)
+
+
+def sample_news_dir() -> str:
+    """The bundled demo news, installed with the package."""
+    return str(resources.files("index") / "sample")
+
+
+def _filters(args: argparse.Namespace) -> SearchFilters:
+    return SearchFilters(
+        since=parse_since(args.since) if getattr(args, "since", None) else None,
+        until=parse_since(args.until) if getattr(args, "until", None) else None,
+        outlets=tuple(getattr(args, "outlet", None) or ()),
+    )
+
+
+def _emit(args: argparse.Namespace, data: dict, text: str) -> None:
+    if args.json:
+        sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def _service(config: Config):
+    from bot.service import NewsService  # loads torch: keep `newsdesk --help` fast
+
+    return NewsService(config)
+
+
+def cmd_ingest(args, config):
+    report = _service(config).ingest(args.sources, collection=args.collection, progress=not args.quiet)
+    lines = [report.summary()]
+    lines += [f"  failed: {f.source}: {f.reason}" for f in report.failed]
+    _emit(args, report.to_json(), "\n".join(lines))
+    return 0 if report.added or report.duplicates or not report.failed else 1
+
+
+def cmd_ask(args, config):
+    from bot.console import format_answer
+
+    service = _service(config)
+    stream = None
+    if service.llm is not None and not args.json and sys.stdout.isatty():
+        stream = _terminal_stream()
+    answer = service.ask(" ".join(args.question), filters=_filters(args), mode=args.mode, on_text=stream)
+    if stream:
+        sys.stdout.write("\n\n")
+    _emit(args, answer.to_json(), format_answer(answer))
+    return 0
+
+
+def _terminal_stream():
+    """Shows the model's text as it arrives; the checked answer is printed after it."""
+    shown = [0]
+
+    def on_text(text: str) -> None:
+        sys.stdout.write(text[shown[0]:])
+        sys.stdout.flush()
+        shown[0] = len(text)
+
+    return on_text
+
+
+def cmd_summary(args, config):
+    from bot.console import format_answer
+
+    service = _service(config)
+    if args.article:
+        answer = service.summarize_article(args.article)
+    elif args.topic:
+        answer = service.summarize_topic(args.topic, filters=_filters(args))
+    else:
+        answer = service.digest(filters=_filters(args))
+    _emit(args, answer.to_json(), format_answer(answer))
+    return 0
+
+
+def cmd_search(args, config):
+    from bot.console import format_results
+
+    results = _service(config).search(" ".join(args.query), filters=_filters(args), k=args.k)
+    _emit(args, {"results": [r.to_json() for r in results]}, format_results(results))
+    return 0
+
+
+def cmd_stats(args, config):
+    stats = _service(config).stats()
+    _emit(args, stats, "\n".join(f"{k}: {v}" for k, v in stats.items()))
+    return 0
+
+
+def cmd_expire(args, config):
+    service = _service(config)
+    if args.article:
+        removed = service.remove(args.article)
+        if not removed:
+            raise KeyError(f"no article with id {args.article!r}")
+    else:
+        removed = service.expire(parse_duration(args.older_than))
+    _emit(args, {"removed": len(removed), "ids": removed}, f"removed {len(removed)} article(s)")
+    return 0
+
+
+def cmd_console(args, config):
+    from bot.console import Console
+
+    Console(_service(config)).run()
+    return 0
+
+
+def cmd_serve(args, config):
+    token = os.environ.get("DISCORD_TOKEN", "").strip()
+    if not token:
+        raise ConfigError("DISCORD_TOKEN is not set; `newsdesk console` answers without Discord")
+    from bot.discordbot import run_bot
+
+    run_bot(config, token)
+    return 0
+
+
+def cmd_start(args, config):
+    """The main job: make sure there is news to answer from, then run the bot or the console."""
+    service = _service(config)
+    if service.stats()["articles"] == 0:
+        report = service.ingest([sample_news_dir()], progress=True)
+        print(f"sample news: {report.summary()}", file=sys.stderr)
+    if os.environ.get("DISCORD_TOKEN", "").strip():
+        from bot.discordbot import run_bot
+
+        run_bot(config, os.environ["DISCORD_TOKEN"].strip())
+        return 0
+    from bot.console import Console
+
+    Console(service).run()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="newsdesk", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="config file (default: ./config.toml if present, else built-in defaults)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks on standard error")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, func, help_text, *, json_flag=True):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print one JSON object")
+        return p
+
+    def add_filters(p):
+        p.add_argument("--since", help=f"only news since then: {', '.join(SINCE_CHOICES[:6])}, a date…")
+        p.add_argument("--until", help="only news before then")
+        p.add_argument("--outlet", action="append", help="only this outlet (repeatable)")
+
+    p = command("ingest", cmd_ingest, "add feeds, pages, files or folders to the index")
+    p.add_argument("sources", nargs="+", help="paths, folders or http(s) URLs")
+    p.add_argument("--collection", default="shared", help="collection the articles join (default: shared)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = command("ask", cmd_ask, "answer a question from the indexed news, with sources")
+    p.add_argument("question", nargs="+")
+    p.add_argument("--mode", choices=RetrievalMode.ALL, default=RetrievalMode.HYBRID, help=argparse.SUPPRESS)
+    add_filters(p)
+
+    p = command("summary", cmd_summary, "summarize an article, a topic, or a period (default: the last 24 hours)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--article", help="article id (see `newsdesk search`)")
+    group.add_argument("--topic", help="what to summarize")
+    add_filters(p)
+
+    p = command("search", cmd_search, "list the articles matching a query")
+    p.add_argument("query", nargs="+")
+    p.add_argument("-k", type=int, default=10, help="how many articles (default 10)")
+    add_filters(p)
+
+    command("stats", cmd_stats, "what is indexed")
+
+    p = command("expire", cmd_expire, "remove old articles, or one article")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--older-than", help="e.g. 30d")
+    group.add_argument("--article", help="remove this article id")
+
+    command("console", cmd_console, "ask questions in the terminal", json_flag=False)
+    command("serve", cmd_serve, "run the Discord bot (needs DISCORD_TOKEN)", json_flag=False)
+    command("start", cmd_start, "ingest the sample news if the index is empty, then serve or open the console",
+            json_flag=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        # Model loading libraries are chatty; their progress output is not ours to show.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+    try:
+        config_path = args.config or next((p for p in DEFAULT_CONFIG_NAMES if os.path.exists(p)), None)
+        config = load_config(config_path)
+        return args.func(args, config)
+    except KeyboardInterrupt:
+        print("newsdesk: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one place errors become a line for the user
+        if args.verbose:
+            log.exception("failed")
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"newsdesk: error: {message or type(exc).__name__}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Settings: config.toml loaded once into typed, validated sections.
+
+A file may set only some keys; the others keep the defaults below, which work offline. An unknown
+section or key is an error (a typo should not be silently ignored), reported with its name.
+Secrets never live here: the Discord token and API keys are read from the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from index.retrieve import RetrievalSettings
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used, with a message that says which key and why."""
+
+
+@dataclass
+class IndexSettings:
+    dir: str = "newsdesk-data"
+    # A folder with a sentence-transformers model, or "" for the bundled all-MiniLM-L6-v2.
+    model: str = ""
+    batch_size: int = 64
+    chunk_tokens: int = 200
+    chunk_overlap_sentences: int = 1
+    exact_search_max: int = 200_000
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    near_duplicate_threshold: float = 0.7
+
+
+@dataclass
+class FetchSettings:
+    timeout_seconds: float = 15.0
+    max_page_bytes: int = 5_000_000
+    max_feed_items: int = 500
+    max_redirects: int = 5
+    user_agent: str = "newsdesk/0.1 (+https://github.com/newsdesk)"
+    fetch_linked_pages: bool = True
+    # Hosts that Discord users may make the bot fetch even though they resolve to private or
+    # loopback addresses. Empty by default: such addresses are refused.
+    allow_hosts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AnswerSettings:
+    max_sentences: int = 3
+    max_words: int = 60
+    summary_sentences: int = 3
+    digest_stories: int = 8
+
+
+@dataclass
+class LLMSettings:
+    base_url: str = ""  # empty: no LLM, the extractive engine answers
+    model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_seconds: float = 30.0
+    max_retries: int = 2
+    context_tokens: int = 4096
+    max_answer_tokens: int = 512
+    min_supported_share: float = 0.6
+    max_chunks_per_article: int = 2  # in the prompt, so one article cannot crowd out the others
+    retry_backoff_seconds: float = 1.0  # doubled after each failed try
+    max_retry_wait_seconds: float = 20.0  # a longer Retry-After gives up at once
+    deadline_seconds: float = 120.0  # for one answer, all tries included
+    min_claim_overlap: float = 0.5  # share of a claim's content words found in the cited passage
+    min_claim_similarity: float = 0.5  # cosine between a claim and its best sentence of the passage
+
+
+@dataclass
+class DiscordSettings:
+    dev_guild_ids: list[int] = field(default_factory=list)
+    ask_channels: list[int] = field(default_factory=list)
+    digest_channel: int = 0
+    digest_time: str = ""  # "HH:MM" UTC; empty: no daily digest
+    admin_role: str = ""
+    cooldown_seconds: float = 10.0
+    api_base: str = "https://discord.com/api/v10"
+    gateway_url: str = "wss://gateway.discord.gg/"
+    post_headlines: bool = False
+
+
+@dataclass
+class FeedSettings:
+    url: str
+    channel: int = 0
+    collection: str = "shared"
+
+
+@dataclass
+class FeedsSettings:
+    poll_minutes: float = 30.0
+    sources: list[FeedSettings] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    index: IndexSettings = field(default_factory=IndexSettings)
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    answer: AnswerSettings = field(default_factory=AnswerSettings)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
+    feeds: FeedsSettings = field(default_factory=FeedsSettings)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    @property
+    def data_dir(self) -> Path:
+        path = Path(os.path.expanduser(self.index.dir))
+        return path if path.is_absolute() else self.base_dir / path
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Read a config file; None gives the defaults. Relative paths are taken from the file's folder."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    config = _build(Config, {k: v for k, v in raw.items()}, where=str(path))
+    config.base_dir = path.resolve().parent
+    return config
+
+
+def _build(cls: type, raw: dict, *, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "base_dir"}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    values = {}
+    for name, value in raw.items():
+        values[name] = _coerce(hints[name], value, where=f"{where}: {name}")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _coerce(hint, value, *, where: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where=where)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list")
+        return [_coerce(item, v, where=where) for v in value]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, str) and value.isdigit():
+        return int(value)  # Discord ids are often written as strings
+    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value

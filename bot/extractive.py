@@ -1,0 +1,133 @@
+"""The offline answerer: picks the sentences that answer the question and cites each one.
+
+Nothing is generated, so nothing can be invented: every sentence of the answer is a sentence of
+the article its `[n]` points to.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bot.answer_types import Answer, Citation
+from index.article import ArticleMeta
+from index.retrieve import STOPWORDS, Hit, query_terms
+from index.sentences import sentence_spans
+
+NOT_FOUND = "I couldn't find anything about that in the indexed news."
+_WORD = re.compile(r"\w+", re.UNICODE)
+_SUFFIXES = ("ing", "edly", "ed", "ies", "es", "s", "ly")
+
+
+def stem(word: str) -> str:
+    """A light suffix stripper: enough to match 'suspended' with 'suspend', cheap enough for every query."""
+    word = word.lower()
+    if word.endswith("'s"):
+        word = word[:-2]
+    for suffix in _SUFFIXES:
+        if len(word) - len(suffix) >= 4 and word.endswith(suffix):
+            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return word
+
+
+def content_stems(text: str) -> set[str]:
+    return {stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1}
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A candidate sentence: where it is, and how it ranked in retrieval."""
+
+    article: ArticleMeta
+    text: str
+    start: int
+    end: int
+    rank: int  # rank of the passage it came from, 0 = best
+
+
+def candidate_sentences(hits: Iterable[Hit], *, min_words: int = 4) -> list[Sentence]:
+    """The sentences of the retrieved passages, each once, in retrieval order."""
+    seen: set[tuple[str, int]] = set()
+    out: list[Sentence] = []
+    for rank, hit in enumerate(hits):
+        source = hit.article_text or hit.text
+        offset = 0 if hit.article_text else hit.start
+        for a, b in sentence_spans(source, hit.start - offset, hit.end - offset):
+            key = (hit.article.id, a + offset)
+            text = source[a:b]
+            if key in seen or len(text.split()) < min_words:
+                continue
+            seen.add(key)
+            out.append(Sentence(hit.article, text, a + offset, b + offset, rank))
+    return out
+
+
+class CitationBook:
+    """Numbers sources in order of first use, so `[1]` is the first article the answer cites."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[str, int] = {}
+        self.citations: list[Citation] = []
+
+    def cite(self, article: ArticleMeta, quote: str) -> int:
+        number = self._numbers.get(article.id)
+        if number is None:
+            number = self._numbers[article.id] = len(self.citations) + 1
+            self.citations.append(
+                Citation(
+                    n=number, article_id=article.id, title=article.title, outlet=article.outlet, url=article.url,
+                    published=article.published, quote=quote, also_reported_by=article.also_reported_by,
+                )
+            )
+        return number
+
+
+class ExtractiveAnswerer:
+    """Scores candidate sentences by the question's weighted words and the passage's rank."""
+
+    def __init__(self, *, max_sentences: int = 3, max_words: int = 60, min_coverage: float = 0.3) -> None:
+        if max_sentences < 1 or max_words < 10:
+            raise ValueError("an answer needs at least one sentence and ten words")
+        self.max_sentences, self.max_words, self.min_coverage = max_sentences, max_words, min_coverage
+
+    def run(self, question: str, hits: list[Hit]) -> Answer:
+        terms = {stem(t) for t in query_terms(question)}
+        sentences = candidate_sentences(hits)
+        if not terms or not sentences:
+            return Answer(text=NOT_FOUND, mode="extractive", citations=[], found=False)
+        stems = [content_stems(s.text) for s in sentences]
+        # Rarer words among the candidates carry more of the question's meaning.
+        idf = {t: math.log(1 + len(sentences) / (1 + sum(t in st for st in stems))) for t in terms}
+        total = sum(idf.values())
+        scored = []
+        for sentence, sentence_stems in zip(sentences, stems):
+            coverage = sum(w for t, w in idf.items() if t in sentence_stems) / total
+            prior = 1.0 / (2 + sentence.rank)
+            scored.append((coverage + 0.5 * prior, coverage, sentence))
+        scored.sort(key=lambda item: item[0], reverse=True)
+        best_coverage = max(c for _, c, _ in scored)
+        if best_coverage < self.min_coverage:
+            return Answer(text=NOT_FOUND, mode="extractive", citations=[], found=False)
+        picked: list[Sentence] = []
+        words = 0
+        top = scored[0][0]
+        for score, coverage, sentence in scored:
+            n = len(sentence.text.split())
+            if picked and (score < 0.6 * top or words + n > self.max_words):
+                continue
+            if any(_overlap(sentence.text, p.text) > 0.6 for p in picked):
+                continue  # near-repeat of a picked sentence, e.g. the lede restated
+            picked.append(sentence)
+            words += n
+            if len(picked) == self.max_sentences or words >= self.max_words:
+                break
+        book = CitationBook()
+        parts = [f"{s.text} [{book.cite(s.article, s.text)}]" for s in picked]
+        return Answer(text=" ".join(parts), mode="extractive", citations=book.citations)
+
+
+def _overlap(a: str, b: str) -> float:
+    sa, sb = content_stems(a), content_stems(b)
+    return len(sa & sb) / max(1, min(len(sa), len(sb)))

@@ -1,0 +1,214 @@
+"""The one facade every front end uses: the CLI, the console, Discord and the evaluations.
+
+It wires the index (store, retriever, ingest) to the answerers from config. Methods are
+synchronous and safe to call from worker threads; Discord calls them through asyncio.to_thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from bot.answer_types import Answer
+from bot.config import Config
+from bot.extractive import ExtractiveAnswerer
+from bot.summarize import ArticleSummarizer, DigestWriter, TopicSummarizer
+from index.chunk import Chunker
+from index.embed import Embedder, load_embedder
+from index.ingest import Ingestor, IngestReport
+from index.retrieve import Hit, RetrievalMode, Retriever, SearchFilters
+from index.sources.fetch import Fetcher, FetchLimits
+from index.sources.loader import SourceLoader
+from index.store import NewsStore
+from index.timefilter import time_filter_in
+
+log = logging.getLogger(__name__)
+
+MAX_QUESTION_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    article_id: str
+    title: str
+    outlet: str | None
+    url: str | None
+    published: datetime | None
+    snippet: str
+    score: float
+
+    def to_json(self) -> dict:
+        return {
+            "article_id": self.article_id, "title": self.title, "outlet": self.outlet, "url": self.url,
+            "published": self.published.isoformat() if self.published else None,
+            "snippet": self.snippet, "score": round(self.score, 5),
+        }
+
+
+class NewsService:
+    def __init__(self, config: Config, *, embedder: Embedder | None = None, llm_client=None) -> None:
+        self.config = config
+        self.embedder = embedder or load_embedder(config.index.model, batch_size=config.index.batch_size)
+        idx = config.index
+        self.store = NewsStore(
+            config.data_dir, model_name=self.embedder.name, dim=self.embedder.dim,
+            exact_search_max=idx.exact_search_max, hnsw_m=idx.hnsw_m, hnsw_ef_search=idx.hnsw_ef_search,
+        )
+        self.retrievers = {mode: Retriever(self.store, self.embedder, config.retrieval, mode=mode) for mode in RetrievalMode.ALL}
+        ans = config.answer
+        self.extractive = ExtractiveAnswerer(max_sentences=ans.max_sentences, max_words=ans.max_words)
+        self.article_summarizer = ArticleSummarizer(sentences=ans.summary_sentences)
+        self.topic_summarizer = TopicSummarizer()
+        self.digest_writer = DigestWriter(stories=ans.digest_stories)
+        self.llm = None
+        if config.llm.base_url:
+            from bot.llm import LLMAnswerer  # the openai client is only loaded when configured
+
+            self.llm = LLMAnswerer(config.llm, embedder=self.embedder, fallback=self.extractive, client=llm_client)
+        fetch = config.fetch
+        self.fetch_limits = FetchLimits(
+            timeout_seconds=fetch.timeout_seconds, max_bytes=fetch.max_page_bytes, max_redirects=fetch.max_redirects,
+            user_agent=fetch.user_agent,
+        )
+        self.loader = SourceLoader(
+            Fetcher(self.fetch_limits), max_feed_items=fetch.max_feed_items, fetch_linked_pages=fetch.fetch_linked_pages
+        )
+        self.ingestor = Ingestor(
+            self.store, self.embedder,
+            chunker=Chunker(
+                self.embedder.count_tokens, max_tokens=min(idx.chunk_tokens, self.embedder.max_tokens - 32),
+                overlap_sentences=idx.chunk_overlap_sentences,
+            ),
+            near_duplicate_threshold=idx.near_duplicate_threshold,
+        )
+        self._write_lock = threading.Lock()
+
+    # -- questions -------------------------------------------------------------------------------
+
+    def retrieve(self, query: str, *, filters: SearchFilters | None = None, k: int | None = None,
+                 mode: str = RetrievalMode.HYBRID) -> list[Hit]:
+        return self.retrievers[mode].run(query[:MAX_QUESTION_CHARS], filters=filters, k=k)
+
+    def ask(
+        self,
+        question: str,
+        *,
+        filters: SearchFilters | None = None,
+        history: tuple[str, ...] | list[str] = (),
+        mode: str = RetrievalMode.HYBRID,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """A cited answer. `history` holds earlier questions of the conversation, newest last."""
+        question = " ".join(question.split())
+        if not question:
+            raise ValueError("Ask a question, e.g. “What happened in Iraq this week?”")
+        started = time.perf_counter()
+        filters = filters or SearchFilters()
+        if filters.since is None:
+            since = time_filter_in(question)
+            if since:
+                filters = SearchFilters(since, filters.until, filters.outlets, filters.collections, filters.article_id)
+        # A follow-up ("and what did Iran say?") is searched with the question it follows.
+        query = " ".join([*list(history)[-1:], question])
+        hits = self.retrieve(query, filters=filters, mode=mode)
+        retrieved = time.perf_counter()
+        if self.llm is not None:
+            answer = self.llm.run(question, hits, on_text=on_text)
+        else:
+            answer = self.extractive.run(question, hits)
+        done = time.perf_counter()
+        answer.timing_ms.update(self.retrievers[mode].last_timing)
+        answer.timing_ms.update(
+            retrieve_ms=(retrieved - started) * 1000, answer_ms=(done - retrieved) * 1000, total_ms=(done - started) * 1000
+        )
+        return answer
+
+    def summarize_article(self, article_id: str) -> Answer:
+        found = self.store.article(article_id)
+        if found is None:
+            raise KeyError(f"no article with id {article_id!r}; `newsdesk search` lists ids")
+        started = time.perf_counter()
+        answer = self.article_summarizer.run(*found)
+        answer.timing_ms["total_ms"] = (time.perf_counter() - started) * 1000
+        return answer
+
+    def summarize_topic(self, topic: str, *, filters: SearchFilters | None = None,
+                        on_text: Callable[[str], None] | None = None) -> Answer:
+        topic = " ".join(topic.split())
+        if not topic:
+            raise ValueError("Name a topic to summarize.")
+        started = time.perf_counter()
+        hits = self.retrieve(topic, filters=filters, k=12)
+        if self.llm is not None:
+            answer = self.llm.run(topic, hits, on_text=on_text,
+                                  instruction=f"Summarize what the sources report about: {topic}")
+        else:
+            answer = self.topic_summarizer.run(topic, hits)
+        answer.timing_ms["total_ms"] = (time.perf_counter() - started) * 1000
+        return answer
+
+    def digest(self, *, filters: SearchFilters | None = None, period: str | None = None) -> Answer:
+        """The main stories of a period (default: the last 24 hours), grouped, each with its sources."""
+        started = time.perf_counter()
+        filters = filters or SearchFilters()
+        since = filters.since or datetime.now(timezone.utc) - timedelta(hours=24)
+        rows = self.store.articles_between(since, filters.until, filters.collections)
+        first_chunks = self.store.first_chunk_ids([rowid for _, _, rowid in rows])
+        ids, vectors = self.store.vectors_for(first_chunks.values())
+        by_chunk = dict(zip(ids.tolist(), vectors))
+        articles, article_vectors = [], []
+        for meta, text, rowid in rows:
+            vector = by_chunk.get(first_chunks.get(rowid))
+            if vector is not None:
+                articles.append((meta, text))
+                article_vectors.append(vector)
+        matrix = np.array(article_vectors, dtype=np.float32).reshape(len(articles), self.embedder.dim)
+        answer = self.digest_writer.run(articles, matrix, period=period or f"since {since:%d %b %Y %H:%M} UTC")
+        answer.timing_ms["total_ms"] = (time.perf_counter() - started) * 1000
+        return answer
+
+    def search(self, query: str, *, filters: SearchFilters | None = None, k: int = 10) -> list[SearchResult]:
+        """Matching articles, best first, one row per article."""
+        hits = self.retrieve(query, filters=filters, k=k * 2)
+        results: dict[str, SearchResult] = {}
+        for hit in hits:
+            if hit.article.id not in results:
+                results[hit.article.id] = SearchResult(
+                    hit.article.id, hit.article.title, hit.article.outlet, hit.article.url, hit.article.published,
+                    " ".join(hit.text.split())[:300], hit.score,
+                )
+        return list(results.values())[:k]
+
+    # -- the index -------------------------------------------------------------------------------
+
+    def ingest(self, sources: list[str], *, collection: str = "shared", progress: bool = False) -> IngestReport:
+        with self._write_lock:
+            return self.ingestor.run(self.loader.run(sources), collection=collection, progress=progress)
+
+    def expire(self, older_than: timedelta) -> list[str]:
+        cutoff = datetime.now(timezone.utc) - older_than
+        return self._remove("a.sort_time < ?", [cutoff.timestamp()])
+
+    def remove(self, article_id: str) -> list[str]:
+        return self._remove("a.id = ?", [article_id])
+
+    def _remove(self, where: str, params: list) -> list[str]:
+        with self._write_lock, self.store.writer() as writer:
+            removed = writer.remove_articles(where, params)
+            writer.commit()
+        return removed
+
+    def stats(self, *, collections: tuple[str, ...] | None = None) -> dict:
+        return self.store.stats(collections)
+
+    def titles(self, prefix: str = "", *, collections: tuple[str, ...] | None = None, limit: int = 25):
+        return self.store.titles(prefix, collections=collections, limit=limit)
+
+    def outlets(self, *, collections: tuple[str, ...] | None = None, prefix: str = "", limit: int = 25) -> list[str]:
+        return self.store.outlets(collections=collections, prefix=prefix, limit=limit)

@@ -1,0 +1,210 @@
+"""Hybrid retrieval: dense (FAISS) and lexical (BM25) rankings fused, with recency, filters and diversity."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from index.article import ArticleMeta
+from index.embed import Embedder
+from index.store import NewsStore
+
+__all__ = ["ArticleMeta", "Hit", "Retriever", "RetrievalMode", "RetrievalSettings", "SearchFilters", "query_terms"]
+
+_TERM = re.compile(r"\w+", re.UNICODE)
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below between
+    both but by can could did do does doing down during each few for from further had has have having he her here
+    hers herself him himself his how i if in into is it its itself just me more most my myself no nor not now of
+    off on once only or other our ours ourselves out over own same she should so some such than that the their
+    theirs them themselves then there these they this those through to too under until up very was we were what
+    when where which while who whom why will with would you your yours yourself yourselves s t don said says say
+    tell told according news latest""".split()
+)
+
+
+def query_terms(text: str) -> list[str]:
+    """Content words of a question, lower-cased, in order, without repeats."""
+    seen: dict[str, None] = {}
+    for word in _TERM.findall(text.lower()):
+        if word not in STOPWORDS and (len(word) > 1 or word.isdigit()):
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+class RetrievalMode:
+    HYBRID = "hybrid"
+    DENSE = "dense"
+    LEXICAL = "bm25"
+    ALL = (HYBRID, DENSE, LEXICAL)
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    since: datetime | None = None
+    until: datetime | None = None
+    outlets: tuple[str, ...] = ()
+    collections: tuple[str, ...] | None = None  # None: every collection
+    article_id: str | None = None
+
+    def sql(self) -> tuple[str, list]:
+        return NewsStore.filter_sql(
+            since=self.since, until=self.until, outlets=self.outlets, collections=self.collections,
+            article_id=self.article_id,
+        )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.since or self.until or self.outlets or self.collections is not None or self.article_id)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved passage with its article; `start`/`end` are offsets into the article's text."""
+
+    chunk_id: int
+    article: ArticleMeta
+    text: str
+    start: int
+    end: int
+    score: float
+    dense: float | None = None
+    lexical: float | None = None
+    article_text: str = field(default="", repr=False, compare=False)
+
+
+@dataclass
+class RetrievalSettings:
+    """The knobs of retrieval; config.toml's [retrieval] section."""
+
+    top_k: int = 8
+    candidates: int = 50
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    recency_half_life_days: float = 14.0
+    recency_weight: float = 0.1
+    max_chunks_per_article: int = 2
+
+
+class Retriever:
+    """Turns a query and filters into the best passages, diverse across articles."""
+
+    # Past this many allowed chunks a filter is applied after the vector search instead of before.
+    EXACT_FILTER_LIMIT = 20_000
+
+    def __init__(self, store: NewsStore, embedder: Embedder, settings: RetrievalSettings | None = None, *, mode: str = RetrievalMode.HYBRID):
+        if mode not in RetrievalMode.ALL:
+            raise ValueError(f"mode must be one of {RetrievalMode.ALL}")
+        self.store, self.embedder = store, embedder
+        self.settings = settings or RetrievalSettings()
+        if self.settings.candidates < self.settings.top_k:
+            raise ValueError("retrieval candidates must be at least top_k")
+        self.mode = mode
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.last_timing: dict[str, float] = {}
+
+    def run(self, query: str, *, filters: SearchFilters | None = None, k: int | None = None) -> list[Hit]:
+        filters = filters or SearchFilters()
+        k = k or self.settings.top_k
+        n = max(self.settings.candidates, k * 3)
+        timing: dict[str, float] = {}
+        where, params = filters.sql()
+        allowed = self.store.chunk_ids_where(where, params, self.EXACT_FILTER_LIMIT) if filters.active else None
+        if allowed is not None and not allowed:
+            self.last_timing = timing
+            return []
+
+        dense: list[tuple[int, float]] = []
+        if self.mode != RetrievalMode.LEXICAL:
+            t = time.perf_counter()
+            vector = self._embed(query)
+            timing["embed_ms"] = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            dense = self._dense(vector, n, allowed, filters.active)
+            timing["dense_ms"] = (time.perf_counter() - t) * 1000
+        lexical: list[tuple[int, float]] = []
+        if self.mode != RetrievalMode.DENSE:
+            t = time.perf_counter()
+            terms = query_terms(query)
+            if terms:
+                match = " OR ".join(f'"{term}"' for term in terms)
+                lexical = self.store.lexical_search(match, n, where, params)
+            timing["bm25_ms"] = (time.perf_counter() - t) * 1000
+
+        t = time.perf_counter()
+        hits = self._fuse(dense, lexical, k)
+        timing["fuse_ms"] = (time.perf_counter() - t) * 1000
+        self.last_timing = timing
+        return hits
+
+    def _embed(self, query: str) -> np.ndarray:
+        cached = self._query_cache.get(query)
+        if cached is None:
+            cached = self.embedder.encode([query])[0]
+            self._query_cache[query] = cached
+            if len(self._query_cache) > 256:
+                self._query_cache.popitem(last=False)
+        else:
+            self._query_cache.move_to_end(query)
+        return cached
+
+    def _dense(self, vector: np.ndarray, n: int, allowed: list[int] | None, filtered: bool) -> list[tuple[int, float]]:
+        if allowed is not None:
+            ids, vectors = self.store.vectors_for(allowed)
+            scores = vectors @ vector
+            top = np.argsort(-scores)[:n]
+            return [(int(ids[i]), float(scores[i])) for i in top]
+        index = self.store.vector_index()
+        if index.ntotal == 0:
+            return []
+        # A broad filter is checked after the search, so ask for more than needed.
+        fetch = min(index.ntotal, n * 4 if filtered else n)
+        scores, ids = index.search(vector.reshape(1, -1).astype(np.float32), fetch)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def _fuse(self, dense: list[tuple[int, float]], lexical: list[tuple[int, float]], k: int) -> list[Hit]:
+        s = self.settings
+        fused: dict[int, float] = {}
+        for weight, ranking in ((s.dense_weight, dense), (s.lexical_weight, lexical)):
+            for rank, (chunk_id, _) in enumerate(ranking):
+                fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (s.rrf_k + rank + 1)
+        if not fused:
+            return []
+        rows = self.store.chunks_with_articles(list(fused))  # filtered-out or deleted chunks drop here
+        dense_of, lexical_of = dict(dense), dict(lexical)
+        now = datetime.now(timezone.utc)
+        top_fused = max(fused.values())
+        scored = []
+        for chunk_id, value in fused.items():
+            if chunk_id not in rows:
+                continue
+            _, meta, _ = rows[chunk_id]
+            if s.recency_weight and meta.sort_time:
+                age_days = max((now - meta.sort_time).total_seconds() / 86400, 0.0)
+                value += s.recency_weight * top_fused * math.pow(0.5, age_days / s.recency_half_life_days)
+            scored.append((value, chunk_id))
+        scored.sort(reverse=True)
+        per_article: dict[str, int] = {}
+        hits: list[Hit] = []
+        for value, chunk_id in scored:
+            chunk, meta, text = rows[chunk_id]
+            if per_article.get(meta.id, 0) >= s.max_chunks_per_article:
+                continue
+            per_article[meta.id] = per_article.get(meta.id, 0) + 1
+            hits.append(
+                Hit(
+                    chunk_id=chunk_id, article=meta, text=text[chunk.start : chunk.end], start=chunk.start,
+                    end=chunk.end, score=value, dense=dense_of.get(chunk_id), lexical=lexical_of.get(chunk_id),
+                    article_text=text,
+                )
+            )
+            if len(hits) == k:
+                break
+        return hits

@@ -1,0 +1,42 @@
+"""Deterministic fakes injected through fixtures, so most tests need neither the model nor a network."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+class FakeEmbedder:
+    """Hashed bag of words: texts that share words are close, with no model to load.
+
+    It has the interface of index.embed.Embedder and counts each encoded text, so tests can
+    check that cached embeddings are not computed again.
+    """
+
+    name = "fake-bow"
+    dim = 64
+    max_tokens = 128
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.encoded += len(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in _WORD.findall(text.lower()):
+                bucket = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little")
+                out[row, bucket % self.dim] += 1.0
+            norm = np.linalg.norm(out[row])
+            if norm:
+                out[row] /= norm
+            else:
+                out[row, 0] = 1.0
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split()) + 2

@@ -1,0 +1,43 @@
+from conftest import SEED, article
+
+from index.chunk import Chunker
+from index.sentences import sentence_spans, split_sentences
+
+
+def test_sentences_keep_abbreviations_and_quotes_together():
+    text = 'Mr. Smith met the U.S. envoy at 3 p.m. on Monday. "It went well," he said. Prices rose 3.5% in Jan. overall.'
+    assert split_sentences(text) == [
+        "Mr. Smith met the U.S. envoy at 3 p.m. on Monday.",
+        '"It went well," he said.',
+        "Prices rose 3.5% in Jan. overall.",
+    ]
+
+
+def test_sentence_spans_point_at_the_exact_characters():
+    text = SEED.read_text(encoding="utf-8")
+    for a, b in sentence_spans(text):
+        assert text[a:b] == text[a:b].strip() and text[a:b]
+
+
+def test_chunks_respect_the_token_window_and_overlap(fake_embedder):
+    text = " ".join(f"Sentence number {i} tells about event {i} in the capital city today." for i in range(60))
+    story = article("A long story", text)
+    chunker = Chunker(fake_embedder.count_tokens, max_tokens=40, overlap_sentences=1)
+    chunks = chunker.run(story)
+    assert len(chunks) > 5
+    for chunk in chunks:
+        assert fake_embedder.count_tokens(chunk.text) <= 40
+        assert story.text[chunk.start : chunk.end] == chunk.text
+    # Each chunk starts with the last sentence of the one before.
+    for before, after in zip(chunks, chunks[1:]):
+        assert after.start < before.end
+        assert split_sentences(before.text)[-1] == split_sentences(after.text)[0]
+    assert chunks[-1].end == len(story.text)
+
+
+def test_an_overlong_sentence_is_split_on_words(fake_embedder):
+    story = article("No full stops", " ".join(["word"] * 500))
+    chunks = Chunker(fake_embedder.count_tokens, max_tokens=50).run(story)
+    assert len(chunks) >= 10
+    assert all(fake_embedder.count_tokens(c.text) <= 50 for c in chunks)
+    assert sum(len(c.text.split()) for c in chunks) >= 500
