@@ -32,6 +32,30 @@ def stem(word: str) -> str:
     return word
 
 
+# What an answer to each kind of question tends to contain. A sentence that restates the question
+# without this ("NATO suspended training") answers it less well than one that has it ("... after").
+_ANSWER_CUES = {
+    "why": re.compile(r"\b(because|after|following|due to|amid|in response|as a result|since|so that|to prevent|"
+                      r"over|reason|caused|for fear)\b", re.IGNORECASE),
+    "when": re.compile(r"\b(\d{4}|monday|tuesday|wednesday|thursday|friday|saturday|sunday|january|february|march|"
+                       r"april|may|june|july|august|september|october|november|december|yesterday|today|last|ago|"
+                       r"morning|evening|night)\b", re.IGNORECASE),
+    "how many": re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand|million|"
+                           r"billion)s?\b", re.IGNORECASE),
+    "how much": re.compile(r"\d|[$£€%]|\b(million|billion|percent)\b", re.IGNORECASE),
+    "who": re.compile(r"(?<!^)(?<![.!?] )\b[A-Z][a-z]+ [A-Z][a-z]+"),
+    "where": re.compile(r"\b(in|at|near|from) [A-Z]"),
+}
+
+
+def answer_cue(question: str) -> re.Pattern | None:
+    q = question.lower()
+    for kind in ("how many", "how much", "why", "when", "who", "where"):
+        if re.search(rf"\b{kind}\b", q):
+            return _ANSWER_CUES[kind]
+    return None
+
+
 def content_stems(text: str) -> set[str]:
     return {stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1}
 
@@ -101,11 +125,13 @@ class ExtractiveAnswerer:
         # Rarer words among the candidates carry more of the question's meaning.
         idf = {t: math.log(1 + len(sentences) / (1 + sum(t in st for st in stems))) for t in terms}
         total = sum(idf.values())
+        cue = answer_cue(question)
         scored = []
         for sentence, sentence_stems in zip(sentences, stems):
             coverage = sum(w for t, w in idf.items() if t in sentence_stems) / total
             prior = 1.0 / (2 + sentence.rank)
-            scored.append((coverage + 0.5 * prior, coverage, sentence))
+            bonus = 0.15 if cue is not None and cue.search(sentence.text) else 0.0
+            scored.append((coverage + 0.5 * prior + bonus, coverage, sentence))
         scored.sort(key=lambda item: item[0], reverse=True)
         best_coverage = max(c for _, c, _ in scored)
         if best_coverage < self.min_coverage:
