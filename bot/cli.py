@@ -122,6 +122,25 @@ def cmd_expire(args, config):
     return 0
 
 
+def cmd_eval(args, config):
+    from bot.evaluate import QAEvaluation, SummaryEvaluation
+
+    if args.what == "qa":
+        result = QAEvaluation(config, limit=args.limit).run(args.data, progress=not args.quiet)
+        keys = ("n", "hit_at_1", "hit_at_5", "hit_at_10", "answer_recall", "citation_precision", "answer_words",
+                "p50_ms", "p95_ms")
+        rows = [("hybrid", result), ("dense", result["baselines"]["dense"]), ("bm25", result["baselines"]["bm25"])]
+        lines = ["mode    " + " ".join(f"{k:>18}" for k in keys)]
+        lines += [f"{name:<8}" + " ".join(f"{r[k]:>18}" for k in keys) for name, r in rows]
+    else:
+        result = SummaryEvaluation(config, limit=args.limit).run(args.data, progress=not args.quiet)
+        lines = [f"{'':<10}{'ROUGE-1':>9}{'ROUGE-2':>9}{'ROUGE-L':>9}  (n={result['n']}, F1 %)"]
+        lines += [f"{name:<10}" + "".join(f"{r[k]:>9}" for k in ("rouge1", "rouge2", "rougeL"))
+                  for name, r in (("newsdesk", result), ("lead-3", result["lead3"]))]
+    _emit(args, result, "\n".join(lines))
+    return 0
+
+
 def cmd_console(args, config):
     from bot.console import Console
 
@@ -201,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--older-than", help="e.g. 30d")
     group.add_argument("--article", help="remove this article id")
+
+    p = command("eval", cmd_eval, "measure answer (qa) or summary quality on a labelled JSONL file")
+    p.add_argument("what", choices=("qa", "summary"))
+    p.add_argument("--data", required=True, help="e.g. ../shared/data/newsqa/dev.jsonl or ../shared/data/cnndm/dev.jsonl")
+    p.add_argument("--limit", type=int, help="only the first N rows")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     command("console", cmd_console, "ask questions in the terminal", json_flag=False)
     command("serve", cmd_serve, "run the Discord bot (needs DISCORD_TOKEN)", json_flag=False)

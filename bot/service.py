@@ -6,6 +6,7 @@ synchronous and safe to call from worker threads; Discord calls them through asy
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -23,8 +24,7 @@ from index.chunk import Chunker
 from index.embed import Embedder, load_embedder
 from index.ingest import Ingestor, IngestReport
 from index.retrieve import Hit, RetrievalMode, Retriever, SearchFilters
-from index.sources.fetch import Fetcher, FetchLimits
-from index.sources.loader import SourceLoader
+from index.sources.fetch import FetchLimits
 from index.store import NewsStore
 from index.timefilter import time_filter_in
 
@@ -76,9 +76,6 @@ class NewsService:
             timeout_seconds=fetch.timeout_seconds, max_bytes=fetch.max_page_bytes, max_redirects=fetch.max_redirects,
             user_agent=fetch.user_agent,
         )
-        self.loader = SourceLoader(
-            Fetcher(self.fetch_limits), max_feed_items=fetch.max_feed_items, fetch_linked_pages=fetch.fetch_linked_pages
-        )
         self.ingestor = Ingestor(
             self.store, self.embedder,
             chunker=Chunker(
@@ -88,6 +85,17 @@ class NewsService:
             near_duplicate_threshold=idx.near_duplicate_threshold,
         )
         self._write_lock = threading.Lock()
+
+    @functools.cached_property
+    def loader(self):
+        """Readers for every source kind; built on first ingest (the HTML parsers are slow to import)."""
+        from index.sources.fetch import Fetcher
+        from index.sources.loader import SourceLoader
+
+        fetch = self.config.fetch
+        return SourceLoader(
+            Fetcher(self.fetch_limits), max_feed_items=fetch.max_feed_items, fetch_linked_pages=fetch.fetch_linked_pages
+        )
 
     # -- questions -------------------------------------------------------------------------------
 
@@ -118,16 +126,19 @@ class NewsService:
         query = " ".join([*list(history)[-1:], question])
         hits = self.retrieve(query, filters=filters, mode=mode)
         retrieved = time.perf_counter()
-        if self.llm is not None:
-            answer = self.llm.run(question, hits, on_text=on_text)
-        else:
-            answer = self.extractive.run(question, hits)
+        answer = self.answer_from(question, hits, on_text=on_text)
         done = time.perf_counter()
         answer.timing_ms.update(self.retrievers[mode].last_timing)
         answer.timing_ms.update(
             retrieve_ms=(retrieved - started) * 1000, answer_ms=(done - retrieved) * 1000, total_ms=(done - started) * 1000
         )
         return answer
+
+    def answer_from(self, question: str, hits: list[Hit], *, on_text: Callable[[str], None] | None = None) -> Answer:
+        """The answer step alone: the LLM when one is configured, else the extractive engine."""
+        if self.llm is not None:
+            return self.llm.run(question, hits, on_text=on_text)
+        return self.extractive.run(question, hits)
 
     def summarize_article(self, article_id: str) -> Answer:
         found = self.store.article(article_id)

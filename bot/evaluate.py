@@ -1,0 +1,199 @@
+"""`newsdesk eval`: answer and summary quality on labelled data, against baselines in the same run."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import string
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bot.answer_types import Answer
+from bot.config import Config
+from index.article import Article, normalize_text
+from index.embed import Embedder
+from index.retrieve import RetrievalMode
+from index.sentences import split_sentences
+
+_CITATION = re.compile(r"\s*\[(\d+)\]")
+
+
+def squad_normalize(text: str) -> str:
+    """SQuAD's answer normalization: lower case, no punctuation, no articles, single spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def contains_answer(text: str, answers: list[str]) -> bool:
+    haystack = f" {squad_normalize(text)} "
+    return any(f" {squad_normalize(a)} " in haystack for a in answers if squad_normalize(a))
+
+
+def answer_sentences(answer: Answer) -> list[tuple[str, list[int]]]:
+    """(sentence, cited numbers) for each cited sentence of an answer's text."""
+    out = []
+    for part in re.split(r"(?<=\])\s+", answer.text):
+        numbers = [int(n) for n in _CITATION.findall(part)]
+        out.append((_CITATION.sub("", part).strip(), numbers))
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
+
+
+@dataclass
+class QAScores:
+    n: int
+    hit_at_1: float
+    hit_at_5: float
+    hit_at_10: float
+    answer_recall: float
+    citation_precision: float
+    answer_words: float
+    p50_ms: float
+    p95_ms: float
+
+    def to_json(self) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+class QAEvaluation:
+    """Indexes a QA file's articles in a temporary folder and asks every question in three retrieval modes."""
+
+    def __init__(self, config: Config, *, embedder: Embedder | None = None, limit: int | None = None) -> None:
+        self.config, self.embedder, self.limit = config, embedder, limit
+
+    def run(self, data: str | Path, *, progress: bool = True) -> dict:
+        from bot.service import NewsService
+
+        rows = list(read_jsonl(data))[: self.limit]
+        if not rows:
+            raise ValueError(f"{data}: no questions")
+        articles = {}
+        for row in rows:
+            if row["article_id"] not in articles:
+                articles[row["article_id"]] = self._article(row)
+        with tempfile.TemporaryDirectory(prefix="newsdesk-eval-") as folder:
+            config = _copy_config(self.config, folder)
+            service = NewsService(config, embedder=self.embedder)
+            started = time.perf_counter()
+            report = service.ingestor.run(articles.values(), progress=progress)
+            ingest_seconds = time.perf_counter() - started
+            results = {mode: self._score(service, rows, mode, progress) for mode in RetrievalMode.ALL}
+        out = results[RetrievalMode.HYBRID].to_json()
+        out["baselines"] = {"dense": results[RetrievalMode.DENSE].to_json(), "bm25": results[RetrievalMode.LEXICAL].to_json()}
+        out["articles"] = len(articles)
+        out["chunks"] = report.chunks
+        out["ingest_seconds"] = round(ingest_seconds, 2)
+        out["model"] = service.embedder.name
+        return out
+
+    @staticmethod
+    def _article(row: dict) -> Article:
+        text = normalize_text(row["text"])
+        title = row.get("title") or split_sentences(text)[0][:120]
+        published = None
+        if row.get("published"):
+            published = datetime.fromisoformat(row["published"])
+            published = published if published.tzinfo else published.replace(tzinfo=timezone.utc)
+        return Article(id=row["article_id"], title=title, text=text, outlet=row.get("source"), published=published)
+
+    def _score(self, service, rows: list[dict], mode: str, progress: bool) -> QAScores:
+        hits_at = {1: 0, 5: 0, 10: 0}
+        recalled = cited_right = cited_total = 0
+        words, latencies = [], []
+        top_k = self.config.retrieval.top_k
+        for row in tqdm(rows, desc=f"eval {mode}", file=sys.stderr, disable=not progress):
+            started = time.perf_counter()
+            hits = service.retrieve(row["question"], k=max(10, top_k), mode=mode)
+            answer = service.answer_from(row["question"], hits[:top_k])
+            latencies.append((time.perf_counter() - started) * 1000)
+            for k in hits_at:
+                hits_at[k] += any(contains_answer(h.text, row["answers"]) for h in hits[:k])
+            plain = " ".join(s for s, _ in answer_sentences(answer))
+            words.append(len(plain.split()) if answer.found else 0)
+            recalled += contains_answer(plain, row["answers"])
+            for sentence, numbers in answer_sentences(answer):
+                if contains_answer(sentence, row["answers"]):
+                    cited_total += 1
+                    cited_right += any(answer.citations[n - 1].article_id == row["article_id"] for n in numbers
+                                       if 0 < n <= len(answer.citations))
+                    break
+        n = len(rows)
+        return QAScores(
+            n=n, hit_at_1=hits_at[1] / n, hit_at_5=hits_at[5] / n, hit_at_10=hits_at[10] / n,
+            answer_recall=recalled / n, citation_precision=cited_right / cited_total if cited_total else 0.0,
+            answer_words=statistics.mean(words), p50_ms=percentile(latencies, 50), p95_ms=percentile(latencies, 95),
+        )
+
+
+class SummaryEvaluation:
+    """ROUGE of the `/summary article` summarizer against reference highlights, and Lead-3 beside it."""
+
+    def __init__(self, config: Config, *, limit: int | None = None) -> None:
+        self.config, self.limit = config, limit
+
+    def run(self, data: str | Path, *, progress: bool = True) -> dict:
+        from rouge_score import rouge_scorer
+
+        from bot.summarize import ArticleSummarizer, article_sentences
+        from index.article import ArticleMeta
+
+        rows = list(read_jsonl(data))[: self.limit]
+        if not rows:
+            raise ValueError(f"{data}: no articles")
+        scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+        summarizer = ArticleSummarizer(sentences=self.config.answer.summary_sentences)
+        ours = {"rouge1": [], "rouge2": [], "rougeL": []}
+        lead = {"rouge1": [], "rouge2": [], "rougeL": []}
+        words = []
+        for row in tqdm(rows, desc="eval summary", file=sys.stderr, disable=not progress):
+            text = normalize_text(row["text"])
+            meta = ArticleMeta(id=str(row["id"]), title=row.get("title") or "", outlet=None, url=None,
+                               published=None, fetched=None, language="en")
+            summary = " ".join(s for s, _ in answer_sentences(summarizer.run(meta, text)))
+            lead3 = " ".join(s.text for s in article_sentences(meta, text, min_words=1)[:3])
+            words.append(len(summary.split()))
+            for scores, candidate in ((ours, summary), (lead, lead3)):
+                result = scorer.score(row["summary"], candidate)
+                for key in scores:
+                    scores[key].append(result[key].fmeasure * 100)
+        out = {key: round(statistics.mean(v), 2) for key, v in ours.items()}
+        out["n"] = len(rows)
+        out["lead3"] = {key: round(statistics.mean(v), 2) for key, v in lead.items()}
+        out["summary_words"] = round(statistics.mean(words), 1)
+        out["reference_words"] = round(statistics.mean(len(r["summary"].split()) for r in rows), 1)
+        return out
+
+
+def _copy_config(config: Config, folder: str) -> Config:
+    import copy
+
+    clone = copy.deepcopy(config)
+    clone.index.dir = folder
+    return clone
