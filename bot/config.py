@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from index.retrieve import RetrievalSettings
 
@@ -71,7 +73,7 @@ class LLMSettings:
     max_retry_wait_seconds: float = 20.0  # a longer Retry-After gives up at once
     deadline_seconds: float = 120.0  # for one answer, all tries included
     min_claim_overlap: float = 0.5  # share of a claim's content words found in the cited passage
-    min_claim_similarity: float = 0.5  # cosine between a claim and its best sentence of the passage
+    min_claim_similarity: float = 0.6  # cosine between a claim and its best sentence of the passage
 
 
 @dataclass
@@ -86,6 +88,16 @@ class DiscordSettings:
     gateway_url: str = "wss://gateway.discord.gg/"
     post_headlines: bool = False
 
+    def __post_init__(self) -> None:
+        if self.digest_time and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", self.digest_time.strip()):
+            raise ConfigError(f"discord.digest_time: expected HH:MM (UTC), got {self.digest_time!r}")
+        if self.cooldown_seconds < 0:
+            raise ConfigError("discord.cooldown_seconds: must not be negative")
+        if urlsplit(self.api_base).scheme not in ("http", "https"):
+            raise ConfigError(f"discord.api_base: expected an http(s) URL, got {self.api_base!r}")
+        if urlsplit(self.gateway_url).scheme not in ("ws", "wss"):
+            raise ConfigError(f"discord.gateway_url: expected a ws(s) URL, got {self.gateway_url!r}")
+
 
 @dataclass
 class FeedSettings:
@@ -98,6 +110,10 @@ class FeedSettings:
 class FeedsSettings:
     poll_minutes: float = 30.0
     sources: list[FeedSettings] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.poll_minutes <= 0:
+            raise ConfigError("feeds.poll_minutes: must be positive")
 
 
 @dataclass

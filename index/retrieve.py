@@ -86,11 +86,11 @@ class RetrievalSettings:
     top_k: int = 8
     candidates: int = 50
     rrf_k: int = 60
-    dense_weight: float = 1.0
+    dense_weight: float = 0.5
     lexical_weight: float = 1.0
     recency_half_life_days: float = 14.0
     recency_weight: float = 0.1
-    max_chunks_per_article: int = 2
+    max_chunks_per_article: int = 4
 
 
 class Retriever:
