@@ -79,6 +79,7 @@ def candidate_sentences(hits: Iterable[Hit], *, min_words: int = 4) -> list[Sent
         source = hit.article_text or hit.text
         offset = 0 if hit.article_text else hit.start
         for a, b in sentence_spans(source, hit.start - offset, hit.end - offset):
+            a, b = _balance_quotes(source, a, b)
             key = (hit.article.id, a + offset)
             text = source[a:b]
             if key in seen or len(text.split()) < min_words:
@@ -86,6 +87,16 @@ def candidate_sentences(hits: Iterable[Hit], *, min_words: int = 4) -> list[Sent
             seen.add(key)
             out.append(Sentence(hit.article, text, a + offset, b + offset, rank))
     return out
+
+
+def _balance_quotes(text: str, a: int, b: int) -> tuple[int, int]:
+    """Drop the unmatched quotation mark of a sentence split off a longer quote."""
+    if text.count('"', a, b) % 2 == 1:
+        if text[b - 1] == '"':
+            b -= 1
+        elif text[a] == '"':
+            a += 1
+    return a, b
 
 
 class CitationBook:

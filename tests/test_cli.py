@@ -1,0 +1,79 @@
+"""The `newsdesk` command as a user runs it: real model, real files, one JSON object on stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SEED
+
+QUESTION = "Why did NATO suspend its training activities in Iraq?"
+
+
+def newsdesk(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("DISCORD_TOKEN", None)
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "--config", str(config), *args],
+        capture_output=True, text=True, timeout=300, input=stdin, env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cli")
+    config = folder / "config.toml"
+    config.write_text('[index]\ndir = "data"\n')
+    result = newsdesk(config, "ingest", str(SEED), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["added"] == 1 and report["failed"] == [] and report["chunks"] >= 1
+    return config
+
+
+@pytest.mark.slow
+def test_ask_answers_from_the_seed_with_a_citation(indexed):
+    result = newsdesk(indexed, "ask", "--json", QUESTION)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)  # exactly one JSON object
+    assert answer["mode"] == "extractive" and answer["found"]
+    assert set(answer) >= {"answer", "mode", "citations", "timing_ms"}
+    seed = SEED.read_text(encoding="utf-8")
+    (citation,) = answer["citations"]
+    assert set(citation) >= {"n", "article_id", "title", "outlet", "url", "published", "quote"}
+    assert citation["title"] == "NATO suspends training activities in Iraq after Soleimani killing"
+    assert citation["published"].startswith("2020-01-04")
+    assert citation["quote"] in seed
+    assert "[1]" in answer["answer"]
+    first_sentence = answer["answer"].split(" [1]")[0]
+    assert first_sentence in seed and "NATO" in first_sentence
+    assert answer["timing_ms"]["total_ms"] > 0
+
+
+@pytest.mark.slow
+def test_ingesting_again_is_a_duplicate_and_stats_agree(indexed):
+    again = json.loads(newsdesk(indexed, "ingest", str(SEED), "--json", "-q").stdout)
+    assert again["added"] == 0 and again["duplicates"] == 1
+    stats = json.loads(newsdesk(indexed, "stats", "--json").stdout)
+    assert stats["articles"] == 1
+
+
+@pytest.mark.slow
+def test_console_reads_piped_questions(indexed):
+    result = newsdesk(indexed, "console", stdin=f"{QUESTION}\n/summary --since 2019-01-01\n/search soleimani\n")
+    assert result.returncode == 0, result.stderr
+    assert "Sources:" in result.stdout and "[1] NATO suspends training activities" in result.stdout
+    assert "1 articles since" in result.stdout  # the digest of the period
+
+
+def test_errors_are_one_line_without_a_traceback(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text("[index]\nbogus = 1\n")
+    result = newsdesk(config, "stats")
+    assert result.returncode == 2
+    assert result.stderr.startswith("newsdesk: error:") and "Traceback" not in result.stderr
+    assert "bogus" in result.stderr
