@@ -6,6 +6,7 @@ synchronous and safe to call from worker threads; Discord calls them through asy
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -20,6 +21,7 @@ from bot.answer_types import Answer
 from bot.config import Config
 from bot.extractive import ExtractiveAnswerer
 from bot.summarize import ArticleSummarizer, DigestWriter, TopicSummarizer
+from index.article import DEFAULT_COLLECTION
 from index.chunk import Chunker
 from index.embed import Embedder, load_embedder
 from index.ingest import Ingestor, IngestReport
@@ -88,14 +90,22 @@ class NewsService:
 
     @functools.cached_property
     def loader(self):
-        """Readers for every source kind; built on first ingest (the HTML parsers are slow to import)."""
+        """Readers for sources the operator names (CLI, config feeds); built on first use (slow imports)."""
+        return self._make_loader(self.fetch_limits)
+
+    @functools.cached_property
+    def guarded_loader(self):
+        """Readers for URLs that server members supply: loopback, private, link-local and metadata
+        addresses are refused (after DNS and after every redirect) unless `[fetch] allow_hosts` names the host."""
+        limits = dataclasses.replace(self.fetch_limits, refuse_private=True, allow_hosts=tuple(self.config.fetch.allow_hosts))
+        return self._make_loader(limits)
+
+    def _make_loader(self, limits: FetchLimits):
         from index.sources.fetch import Fetcher
         from index.sources.loader import SourceLoader
 
         fetch = self.config.fetch
-        return SourceLoader(
-            Fetcher(self.fetch_limits), max_feed_items=fetch.max_feed_items, fetch_linked_pages=fetch.fetch_linked_pages
-        )
+        return SourceLoader(Fetcher(limits), max_feed_items=fetch.max_feed_items, fetch_linked_pages=fetch.fetch_linked_pages)
 
     # -- questions -------------------------------------------------------------------------------
 
@@ -198,9 +208,16 @@ class NewsService:
 
     # -- the index -------------------------------------------------------------------------------
 
-    def ingest(self, sources: list[str], *, collection: str = "shared", progress: bool = False) -> IngestReport:
+    def ingest(self, sources: list[str], *, collection: str = DEFAULT_COLLECTION, progress: bool = False) -> IngestReport:
+        """Reads and indexes sources. A server's own collection is filled from URLs its members
+        gave, so those are fetched with the private-address guard."""
+        loader = self.loader if collection == DEFAULT_COLLECTION else self.guarded_loader
         with self._write_lock:
-            return self.ingestor.run(self.loader.run(sources), collection=collection, progress=progress)
+            return self.ingestor.run(loader.run(sources), collection=collection, progress=progress)
+
+    def article(self, article_id: str):
+        """(metadata, text) of a stored article, or None."""
+        return self.store.article(article_id)
 
     def expire(self, older_than: timedelta) -> list[str]:
         cutoff = datetime.now(timezone.utc) - older_than

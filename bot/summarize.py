@@ -145,9 +145,13 @@ class DigestWriter:
                 numbers.append(book.cite(meta, _lead_sentence(text) or meta.title))
             marks = "".join(f"[{n}]" for n in numbers)
             lines.append(f"**{lead_meta.title}** — {lead} {marks}")
-        header = f"{len(articles)} articles {period}, {len(stories)} stories:"
+        header = f"{_plural(len(articles), 'article')} {period}, {_plural(len(stories), 'story', 'stories')}:"
         return Answer(text=header + "\n" + "\n".join(f"• {line}" for line in lines), mode="extractive",
                       citations=book.citations)
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _lead_sentence(text: str) -> str | None:

@@ -87,7 +87,8 @@ class Ingestor:
     ) -> IngestReport:
         report = IngestReport()
         started = time.perf_counter()
-        bar = tqdm(items, desc="ingest", unit=" articles", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+        bar = tqdm(items, desc="ingest", unit=" articles", file=sys.stderr, disable=not progress, dynamic_ncols=True,
+                   mininterval=0.5)
         uncommitted: list[tuple[str, int]] = []  # (article id, chunks): rolled back if interrupted
         with self.store.writer() as writer:
             try:
@@ -101,7 +102,7 @@ class Ingestor:
                     if writer.pending_chunks >= self.batch_chunks:
                         self._commit(writer, report, uncommitted)
                     bar.set_postfix(added=len(report.added) + len(uncommitted), dup=len(report.duplicates),
-                                    failed=len(report.failed))
+                                    failed=len(report.failed), refresh=False)
                 self._commit(writer, report, uncommitted)
             except KeyboardInterrupt:
                 report.interrupted = True

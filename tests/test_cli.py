@@ -67,7 +67,7 @@ def test_console_reads_piped_questions(indexed):
     result = newsdesk(indexed, "console", stdin=f"{QUESTION}\n/summary --since 2019-01-01\n/search soleimani\n")
     assert result.returncode == 0, result.stderr
     assert "Sources:" in result.stdout and "[1] NATO suspends training activities" in result.stdout
-    assert "1 articles since" in result.stdout  # the digest of the period
+    assert "1 article since" in result.stdout  # the digest of the period
 
 
 def test_errors_are_one_line_without_a_traceback(tmp_path):

@@ -1,0 +1,11 @@
+"""newsdesk on Discord: slash commands, channel questions, and background feed polling.
+
+One module per concern: `client` (the bot, `create_bot`, `run_bot`), `commands` and `admin`
+(slash commands), `ask` (questions in channels and threads), `autocomplete`, `permissions`,
+`cooldown`, `scope` (tenancy), `polling` and `digest` (background work), `replies` and `tree`
+(how replies and errors are sent), `endpoints` (API base and gateway from config).
+"""
+
+from bot.discordbot.client import NewsBot, create_bot, run_bot
+
+__all__ = ["NewsBot", "create_bot", "run_bot"]

@@ -1,0 +1,123 @@
+"""Admin commands: /feeds add|remove|list and /ingest.
+
+What a server's admins add goes into that server's own collection ("guild:<id>"): it feeds that
+server's answers and no other's. Feeds from config.toml are shared and can only be changed there.
+URLs must be http(s): an admin must not be able to make the bot read its own files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discordbot.errors import UserError
+from bot.discordbot.permissions import admin_only
+from bot.discordbot.replies import send_followups
+from bot.discordbot.scope import collections_for
+from bot.feeds import check_feed_url, guild_collection
+from bot.render import clip, render_feeds, render_note, safe_text
+from index.ingest import IngestReport
+
+if TYPE_CHECKING:
+    from bot.discordbot.client import NewsBot
+
+Url = app_commands.Range[str, 10, 2000]
+
+
+def checked_url(url: str) -> str:
+    try:
+        return check_feed_url(url)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def describe_ingest(report: IngestReport) -> str:
+    """An /ingest outcome in one or two lines."""
+    if report.added:
+        line = f"Added {len(report.added)} article{'s' if len(report.added) != 1 else ''}; /ask can use it now."
+    elif report.duplicates:
+        line = "Nothing new: that is already in the index."
+    else:
+        line = "Nothing was added."
+    if report.failed:
+        line += f"\nCouldn't read it: {safe_text(clip(report.failed[0].reason, 300))}"
+    return line
+
+
+class AdminCommands(commands.Cog):
+    feeds = app_commands.Group(
+        name="feeds", description="The news feeds this server reads (admins only).", guild_only=True,
+        allowed_contexts=app_commands.AppCommandContext(guild=True),
+    )
+
+    def __init__(self, bot: NewsBot) -> None:
+        self.bot = bot
+
+    @feeds.command(name="add", description="Read a feed (RSS or Atom) for this server's answers.")
+    @app_commands.describe(url="The feed's address (http or https)", channel="Post its new headlines here (optional)")
+    @admin_only()
+    async def feeds_add(
+        self, interaction: discord.Interaction, *, url: Url, channel: discord.TextChannel | None = None
+    ) -> None:
+        """Registers the feed and polls it at once in the background, so the admin need not wait for the next round."""
+        url = checked_url(url)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            feed = await asyncio.to_thread(
+                self.bot.feeds.add, url, collection=guild_collection(interaction.guild_id),
+                channel_id=channel.id if channel else 0, added_by=interaction.user.id,
+            )
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        self.bot.poll_soon(feed)
+        where = f" New headlines will be posted in {channel.mention}." if channel else ""
+        text = f"Added {safe_text(url)}. I'm reading it now; `/feeds list` shows how that went.{where}"
+        await send_followups(interaction, [render_note(text)], ephemeral=True)
+
+    @feeds.command(name="remove", description="Stop reading a feed this server added.")
+    @app_commands.describe(url="The feed's address, as /feeds list shows it")
+    @admin_only()
+    async def feeds_remove(self, interaction: discord.Interaction, *, url: str) -> None:
+        """Only this server's own feeds: a server must not switch off what other servers share."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        removed = await asyncio.to_thread(
+            self.bot.feeds.remove, url, collection=guild_collection(interaction.guild_id)
+        )
+        if not removed:
+            raise UserError("That feed is not one this server added (feeds from config.toml are changed there).")
+        text = f"Removed {safe_text(url.strip())}. Articles already read stay searchable."
+        await send_followups(interaction, [render_note(text)], ephemeral=True)
+
+    @feeds_remove.autocomplete("url")
+    async def _removable(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        feeds = await asyncio.to_thread(
+            self.bot.feeds.feeds, collections=[guild_collection(interaction.guild_id)]
+        )
+        return [
+            app_commands.Choice(name=clip(feed.url, 100), value=feed.url)
+            for feed in feeds if current.lower() in feed.url.lower() and len(feed.url) <= 100
+        ][:25]
+
+    @feeds.command(name="list", description="The feeds this server reads, and how their last poll went.")
+    @admin_only()
+    async def feeds_list(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        feeds = await asyncio.to_thread(self.bot.feeds.feeds, collections=collections_for(interaction.guild_id))
+        await send_followups(interaction, render_feeds(feeds), ephemeral=True)
+
+    @app_commands.command(name="ingest", description="Add one article (a web page) to this server's news.")
+    @app_commands.describe(url="The article's address (http or https)")
+    @app_commands.guild_only()
+    @admin_only()
+    async def ingest(self, interaction: discord.Interaction, *, url: Url) -> None:
+        """One page into this server's collection, for a story no feed carries."""
+        url = checked_url(url)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        report = await asyncio.to_thread(
+            self.bot.service.ingest, [url], collection=guild_collection(interaction.guild_id)
+        )
+        await send_followups(interaction, [render_note(describe_ingest(report))], ephemeral=True)

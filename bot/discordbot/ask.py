@@ -1,0 +1,114 @@
+"""Questions asked in channels: by mentioning the bot, in an ask-channel, or in the bot's threads.
+
+An answer to a channel question goes into a thread the bot opens on the question, so the
+conversation has a place. A message in such a thread is a follow-up: it is answered with the
+thread's earlier questions in mind (read back from Discord, so this survives a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands
+
+from bot.discordbot.errors import GENERIC_FAILURE
+from bot.discordbot.replies import send_to
+from bot.discordbot.scope import filters_for
+from bot.render import clip, render_answer, render_note
+
+if TYPE_CHECKING:
+    from bot.discordbot.client import NewsBot
+
+log = logging.getLogger(__name__)
+
+HISTORY_MESSAGES = 20  # how far back in a thread to look for earlier questions
+HISTORY_QUESTIONS = 5
+COOLDOWN_REACTION = "⏳"
+
+
+def question_text(content: str, bot_id: int) -> str:
+    """The message with the bot's mentions taken out and whitespace tidied."""
+    return " ".join(re.sub(rf"<@!?{bot_id}>", " ", content).split())
+
+
+def is_for_bot(*, mentioned: bool, channel_id: int, ask_channels: list[int], in_own_thread: bool) -> bool:
+    """Whether a member's message in a server is a question for the bot."""
+    return mentioned or in_own_thread or channel_id in ask_channels
+
+
+def thread_name(question: str) -> str:
+    return clip(question, 90) or "question"
+
+
+class ChannelQuestions(commands.Cog):
+    def __init__(self, bot: NewsBot) -> None:
+        self.bot = bot
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        me = self.bot.user
+        if message.author.bot or message.guild is None or me is None:
+            return
+        own_thread = isinstance(message.channel, discord.Thread) and message.channel.owner_id == me.id
+        if not is_for_bot(mentioned=me in message.mentions, channel_id=message.channel.id,
+                          ask_channels=self.bot.config.discord.ask_channels, in_own_thread=own_thread):
+            return
+        question = question_text(message.content, me.id)
+        if not question:
+            return
+        if self.bot.cooldown.try_acquire(message.author.id):
+            await self._react(message, COOLDOWN_REACTION)
+            return
+        try:
+            await self._answer(message, question, follow_up=own_thread)
+        except Exception:
+            log.error("answering message %s in channel %s failed", message.id, message.channel.id, exc_info=True)
+            await send_to(message.channel, [render_note(GENERIC_FAILURE)], reference=message)
+
+    async def _answer(self, message: discord.Message, question: str, *, follow_up: bool) -> None:
+        history = await self._earlier_questions(message) if follow_up else []
+        filters = filters_for(message.guild.id)
+        async with message.channel.typing():
+            answer = await asyncio.to_thread(self.bot.service.ask, question, filters=filters, history=history)
+        replies = render_answer(answer)
+        if isinstance(message.channel, discord.Thread):
+            await send_to(message.channel, replies, reference=None if follow_up else message)
+            return
+        try:
+            thread = await message.create_thread(name=thread_name(question))
+        except discord.HTTPException:
+            log.warning("could not open a thread on message %s; answering in the channel", message.id, exc_info=True)
+            await send_to(message.channel, replies, reference=message)
+        else:
+            await send_to(thread, replies)
+
+    async def _earlier_questions(self, message: discord.Message) -> list[str]:
+        """The thread's opening question and members' later messages before this one, oldest first."""
+        thread = message.channel
+        assert isinstance(thread, discord.Thread)
+        me = self.bot.user.id
+        earlier = [
+            question_text(m.content, me)
+            async for m in thread.history(limit=HISTORY_MESSAGES, before=message)
+            if not m.author.bot
+        ]
+        earlier.reverse()
+        starter = thread.starter_message
+        if starter is None and thread.parent is not None:
+            try:
+                starter = await thread.parent.fetch_message(thread.id)  # a thread opened on a message shares its id
+            except discord.HTTPException:
+                starter = None
+        if starter is not None:
+            earlier.insert(0, question_text(starter.content, me))
+        return [q for q in earlier if q][-HISTORY_QUESTIONS:]
+
+    async def _react(self, message: discord.Message, emoji: str) -> None:
+        try:
+            await message.add_reaction(emoji)
+        except discord.HTTPException:
+            log.info("could not react to message %s", message.id)

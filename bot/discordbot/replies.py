@@ -1,0 +1,62 @@
+"""Sending rendered replies: every message the bot sends goes through here.
+
+One place that passes `AllowedMentions.none()` on every send (besides the bot-wide default), so a
+question or an article that says @everyone can never ping anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import discord
+
+from bot.render import Reply, render_note
+
+log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+
+
+async def send_followups(
+    interaction: discord.Interaction, replies: Sequence[Reply], *, ephemeral: bool = False
+) -> None:
+    """The answer after a defer: the first follow-up replaces "thinking…", the rest follow it."""
+    for reply in replies:
+        await interaction.followup.send(
+            content=reply.content or None, embed=reply.embed if reply.embed is not None else discord.utils.MISSING,
+            ephemeral=ephemeral, allowed_mentions=NO_MENTIONS, wait=True,
+        )
+
+
+async def send_note(interaction: discord.Interaction, text: str) -> None:
+    """A short ephemeral line, whether or not the interaction was answered or deferred already.
+
+    After a public defer, the "thinking…" message is deleted first: the follow-up that replaces
+    it would otherwise be public, and an error is nobody's business but the asker's.
+    """
+    note = render_note(text)
+    if not interaction.response.is_done():
+        await interaction.response.send_message(note.content, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        return
+    if interaction.response.type == discord.InteractionResponseType.deferred_channel_message:
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException:
+            log.warning("could not delete the deferred response of interaction %s", interaction.id, exc_info=True)
+    await interaction.followup.send(note.content, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+async def send_to(
+    channel: discord.abc.Messageable, replies: Sequence[Reply], *, reference: discord.Message | None = None
+) -> list[discord.Message]:
+    """Replies posted in a channel or thread; the first one answers `reference` if given."""
+    sent = []
+    for index, reply in enumerate(replies):
+        sent.append(
+            await channel.send(
+                content=reply.content or None, embed=reply.embed, allowed_mentions=NO_MENTIONS,
+                reference=reference if index == 0 else None,
+            )
+        )
+    return sent

@@ -1,0 +1,176 @@
+"""The Discord side's plain logic, without Discord: permissions, cooldown, tenancy, autocomplete,
+channel-question rules, the feed registry and the poller."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import datetime, time, timedelta, timezone
+
+import pytest
+
+from bot.config import ConfigError, DiscordSettings, FeedSettings, FeedsSettings
+from bot.discordbot.ask import is_for_bot, question_text, thread_name
+from bot.discordbot.autocomplete import MAX_CHOICES, pick_article, since_choices, title_choices
+from bot.discordbot.cooldown import Cooldown
+from bot.discordbot.digest import parse_clock
+from bot.discordbot.errors import NotAdmin, OnCooldown, UserError, user_message
+from bot.discordbot.permissions import is_admin
+from bot.discordbot.scope import filters_for
+from bot.feeds import FeedPoller, FeedRegistry, check_feed_url
+from index.article import Failure
+from index.ingest import IngestReport
+
+NOW = datetime(2026, 1, 7, 12, tzinfo=timezone.utc)
+
+
+def test_admins_have_manage_server_or_the_configured_role_by_name_or_id():
+    roles = [(11, "News Admin"), (12, "Member")]
+    assert is_admin(manage_guild=True, roles=[], admin_role="")
+    assert is_admin(manage_guild=False, roles=roles, admin_role="News Admin")
+    assert is_admin(manage_guild=False, roles=roles, admin_role="11")
+    assert not is_admin(manage_guild=False, roles=roles, admin_role="")
+    assert not is_admin(manage_guild=False, roles=roles, admin_role="Moderator")
+    assert not is_admin(manage_guild=False, roles=[(13, "news admin")], admin_role="News Admin")
+
+
+def test_cooldown_is_per_user_and_expires():
+    clock = [100.0]
+    cooldown = Cooldown(10, clock=lambda: clock[0])
+    assert cooldown.try_acquire(1) == 0
+    assert cooldown.try_acquire(2) == 0
+    clock[0] += 4
+    assert cooldown.try_acquire(1) == pytest.approx(6)
+    clock[0] += 6
+    assert cooldown.try_acquire(1) == 0
+    assert Cooldown(0).try_acquire(1) == 0 and Cooldown(0).try_acquire(1) == 0
+    with pytest.raises(ValueError):
+        Cooldown(-1)
+
+
+def test_user_messages_for_refusals_and_none_for_bugs():
+    assert "Manage Server" in user_message(NotAdmin("x"))
+    assert "7 s" in user_message(OnCooldown(6.6))
+    assert user_message(UserError("Bad date.")) == "Bad date."
+    assert user_message(RuntimeError("boom")) is None
+
+
+def test_a_server_sees_the_shared_collection_and_its_own_only():
+    filters = filters_for(42, since="24h", source=" Test Wire ", now=NOW)
+    assert filters.collections == ("shared", "guild:42")
+    assert filters.since == NOW - timedelta(hours=24)
+    assert filters.outlets == ("Test Wire",)
+    assert filters_for(42).since is None and filters_for(42).outlets == ()
+    with pytest.raises(UserError, match="24h"):
+        filters_for(42, since="next tuesday")
+
+
+def test_since_choices_stay_within_discords_limit_and_offer_what_parses():
+    assert 0 < len(since_choices("")) <= MAX_CHOICES
+    assert [c.value for c in since_choices("week")] == ["this week"]
+    assert since_choices("36h")[0].value == "36h"
+    assert since_choices("blah") == []
+
+
+def test_title_choices_fit_discord_and_lead_back_to_the_article():
+    long_title = "A" * 150
+    rows = [("id-1", "Floods in the valley"), ("id-2", long_title), ("id-3", "Floods in the valley")]
+    choices = title_choices(rows * 20)
+    assert len(choices) == 2
+    assert all(len(c.name) <= 100 and len(c.value) <= 100 for c in choices)
+    assert pick_article(rows, choices[1].value) == "id-2"
+    assert pick_article(rows, "floods in the VALLEY") == "id-1"
+    assert pick_article([], "anything") is None
+
+
+def test_channel_questions_are_mentions_ask_channels_and_the_bots_threads():
+    assert question_text("<@99> what   happened <@!99> today?", 99) == "what happened today?"
+    assert question_text("<@99>", 99) == ""
+    assert is_for_bot(mentioned=True, channel_id=1, ask_channels=[], in_own_thread=False)
+    assert is_for_bot(mentioned=False, channel_id=5, ask_channels=[5], in_own_thread=False)
+    assert is_for_bot(mentioned=False, channel_id=7, ask_channels=[5], in_own_thread=True)
+    assert not is_for_bot(mentioned=False, channel_id=7, ask_channels=[5], in_own_thread=False)
+    assert len(thread_name("word " * 100)) <= 90 and thread_name("") == "question"
+
+
+def test_feed_urls_must_be_http():
+    assert check_feed_url(" https://feeds.test/rss ") == "https://feeds.test/rss"
+    for bad in ("file:///etc/passwd", "/etc/passwd", "ftp://x.test/f", "https://", "x" * 3000):
+        with pytest.raises(ValueError):
+            check_feed_url(bad)
+
+
+def test_registry_keeps_config_feeds_in_step_and_guild_feeds_apart(tmp_path):
+    registry = FeedRegistry.in_data_dir(tmp_path)
+    registry.sync_config([FeedSettings("https://a.test/rss", channel=5), FeedSettings("https://b.test/rss")])
+    registry.add("https://c.test/rss", collection="guild:1", channel_id=9, added_by=77)
+    registry.add("https://c.test/rss", collection="guild:2")
+    with pytest.raises(ValueError, match="already"):
+        registry.add("https://c.test/rss", collection="guild:1")
+    registry.sync_config([FeedSettings("https://a.test/rss", channel=6)])  # b dropped from config
+    mine = registry.feeds(collections=["shared", "guild:1"])
+    assert [(f.url, f.collection, f.channel_id) for f in mine] == [
+        ("https://a.test/rss", "shared", 6), ("https://c.test/rss", "guild:1", 9)]
+    assert mine[0].from_config and not mine[1].from_config and mine[1].added_by == 77
+    assert not registry.remove("https://a.test/rss", collection="shared")  # config feeds stay
+    assert not registry.remove("https://c.test/rss", collection="guild:3")
+    assert registry.remove("https://c.test/rss", collection="guild:2")
+    assert len(FeedRegistry.in_data_dir(tmp_path).feeds()) == 2  # it is on disk
+
+
+def test_registry_says_which_feeds_are_due(tmp_path):
+    registry = FeedRegistry(tmp_path / "feeds.sqlite3")
+    registry.sync_config([FeedSettings("https://a.test/rss"), FeedSettings("https://b.test/rss")])
+    a, b = registry.feeds()
+    registry.mark_polled(a, when=NOW - timedelta(minutes=10))
+    registry.mark_polled(b, when=NOW - timedelta(minutes=40), error="timed out")
+    due = registry.due(every=timedelta(minutes=30), now=NOW)
+    assert [f.url for f in due] == ["https://b.test/rss"] and due[0].last_error == "timed out"
+
+
+class IngestingService:
+    """Records which thread each ingest ran on; fails for URLs containing 'broken'."""
+
+    def __init__(self):
+        self.calls: list[tuple[list[str], str, str]] = []
+
+    def ingest(self, sources, *, collection="shared", progress=False):
+        self.calls.append((sources, collection, threading.current_thread().name))
+        if "broken" in sources[0]:
+            raise OSError("connection refused")
+        if "partial" in sources[0]:
+            return IngestReport(failed=[Failure(sources[0], "HTTP 404")])
+        return IngestReport(added=[f"{sources[0]}#1", f"{sources[0]}#2"])
+
+
+def test_poller_ingests_due_feeds_off_the_event_loop_and_records_failures(tmp_path):
+    registry = FeedRegistry(tmp_path / "feeds.sqlite3")
+    registry.sync_config([FeedSettings(u) for u in ("https://ok.test/rss", "https://broken.test/rss",
+                                                     "https://partial.test/rss")])
+    registry.add("https://ok.test/rss", collection="guild:1")
+    service = IngestingService()
+    poller = FeedPoller(registry, service, every=timedelta(minutes=30), clock=lambda: NOW)
+
+    results = asyncio.run(poller.run())
+    assert {(r.feed.url, r.feed.collection, len(r.added), r.first_poll) for r in results} == {
+        ("https://ok.test/rss", "shared", 2, True), ("https://ok.test/rss", "guild:1", 2, True),
+        ("https://broken.test/rss", "shared", 0, True), ("https://partial.test/rss", "shared", 0, True)}
+    assert all(thread != threading.main_thread().name for _, _, thread in service.calls)
+    errors = {f.url: f.last_error for f in registry.feeds()}
+    assert errors["https://broken.test/rss"] == "OSError: connection refused"
+    assert errors["https://partial.test/rss"] == "HTTP 404"
+    assert errors["https://ok.test/rss"] is None
+    assert asyncio.run(poller.run()) == []  # nothing is due again within the interval
+    again = asyncio.run(FeedPoller(registry, service, every=timedelta(minutes=30),
+                                   clock=lambda: NOW + timedelta(hours=1)).run())
+    assert len(again) == 4 and not any(r.first_poll for r in again)
+
+
+def test_settings_are_checked_when_loaded():
+    assert parse_clock("07:30") == time(7, 30, tzinfo=timezone.utc)
+    for bad in ({"digest_time": "7:3"}, {"digest_time": "25:00"}, {"cooldown_seconds": -1.0},
+                {"api_base": "discord.com"}, {"gateway_url": "https://gateway.test"}):
+        with pytest.raises(ConfigError):
+            DiscordSettings(**bad)
+    with pytest.raises(ConfigError):
+        FeedsSettings(poll_minutes=0)
