@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         # Model loading libraries are chatty; their progress output is not ours to show.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+        # trafilatura logs an ERROR for every page without text; the ingest report already says so.
+        logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
     try:
         config_path = args.config or next((p for p in DEFAULT_CONFIG_NAMES if os.path.exists(p)), None)
         config = load_config(config_path)

@@ -197,7 +197,10 @@ class FeedPoller:
 
     async def _poll(self, feed: Feed) -> PollResult:
         try:
-            report = await asyncio.to_thread(self.service.ingest, [feed.url], collection=feed.collection)
+            # Feeds a server added came from its members; config feeds from the operator.
+            report = await asyncio.to_thread(
+                self.service.ingest, [feed.url], collection=feed.collection, untrusted=feed.collection != "shared"
+            )
         except Exception as exc:  # one broken feed must not stop the others
             log.warning("polling %s failed", feed.url, exc_info=True)
             report, error = None, f"{type(exc).__name__}: {exc}"

@@ -98,14 +98,17 @@ class NewsService:
         """Readers for URLs that server members supply: loopback, private, link-local and metadata
         addresses are refused (after DNS and after every redirect) unless `[fetch] allow_hosts` names the host."""
         limits = dataclasses.replace(self.fetch_limits, refuse_private=True, allow_hosts=tuple(self.config.fetch.allow_hosts))
-        return self._make_loader(limits)
+        return self._make_loader(limits, local_files=False)  # nor may they read the bot's own disk
 
-    def _make_loader(self, limits: FetchLimits):
+    def _make_loader(self, limits: FetchLimits, *, local_files: bool = True):
         from index.sources.fetch import Fetcher
         from index.sources.loader import SourceLoader
 
         fetch = self.config.fetch
-        return SourceLoader(Fetcher(limits), max_feed_items=fetch.max_feed_items, fetch_linked_pages=fetch.fetch_linked_pages)
+        return SourceLoader(
+            Fetcher(limits), max_feed_items=fetch.max_feed_items, fetch_linked_pages=fetch.fetch_linked_pages,
+            is_known=self.store.has_article, local_files=local_files,  # a poll skips pages already held
+        )
 
     # -- questions -------------------------------------------------------------------------------
 
@@ -208,10 +211,12 @@ class NewsService:
 
     # -- the index -------------------------------------------------------------------------------
 
-    def ingest(self, sources: list[str], *, collection: str = DEFAULT_COLLECTION, progress: bool = False) -> IngestReport:
-        """Reads and indexes sources. A server's own collection is filled from URLs its members
-        gave, so those are fetched with the private-address guard."""
-        loader = self.loader if collection == DEFAULT_COLLECTION else self.guarded_loader
+    def ingest(
+        self, sources: list[str], *, collection: str = DEFAULT_COLLECTION, progress: bool = False, untrusted: bool = False
+    ) -> IngestReport:
+        """Reads and indexes sources. `untrusted` sources came from server members (Discord): they
+        may only be URLs, fetched with the private-address guard."""
+        loader = self.guarded_loader if untrusted else self.loader
         with self._write_lock:
             return self.ingestor.run(loader.run(sources), collection=collection, progress=progress)
 

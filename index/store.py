@@ -290,6 +290,9 @@ class NewsStore:
                 out[r[0]] = (StoredChunk(r[0], r[1], r[2], r[3]), metas[r[1]], r[13])
         return out
 
+    def has_article(self, article_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM articles WHERE id = ?", (article_id,)).fetchone() is not None
+
     def article(self, article_id: str) -> tuple[ArticleMeta, str] | None:
         row = self.db.execute(
             f"SELECT {self._META_COLUMNS}, a.text FROM articles a WHERE a.id = ?", (article_id,)
@@ -486,7 +489,9 @@ class StoreWriter:
         return cursor.rowcount > 0
 
     def add_also_reported(self, rowid: int, article: Article) -> None:
-        if article.outlet:
+        """Record another outlet that carried the story (an outlet's own reprint is not news)."""
+        own = self.db.execute("SELECT outlet FROM articles WHERE rowid = ?", (rowid,)).fetchone()[0]
+        if article.outlet and (own or "").casefold() != article.outlet.casefold():
             self.db.execute(
                 "INSERT OR IGNORE INTO also_reported VALUES (?, ?, ?, ?) ",
                 (rowid, article.outlet, article.url, article.title),

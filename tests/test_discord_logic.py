@@ -129,13 +129,15 @@ def test_registry_says_which_feeds_are_due(tmp_path):
 
 
 class IngestingService:
-    """Records which thread each ingest ran on; fails for URLs containing 'broken'."""
+    """Records which thread each ingest ran on and whether it was guarded; fails for URLs containing 'broken'."""
 
     def __init__(self):
         self.calls: list[tuple[list[str], str, str]] = []
+        self.untrusted: dict[tuple[str, str], bool] = {}
 
-    def ingest(self, sources, *, collection="shared", progress=False):
+    def ingest(self, sources, *, collection="shared", progress=False, untrusted=False):
         self.calls.append((sources, collection, threading.current_thread().name))
+        self.untrusted[(sources[0], collection)] = untrusted
         if "broken" in sources[0]:
             raise OSError("connection refused")
         if "partial" in sources[0]:
@@ -156,6 +158,9 @@ def test_poller_ingests_due_feeds_off_the_event_loop_and_records_failures(tmp_pa
         ("https://ok.test/rss", "shared", 2, True), ("https://ok.test/rss", "guild:1", 2, True),
         ("https://broken.test/rss", "shared", 0, True), ("https://partial.test/rss", "shared", 0, True)}
     assert all(thread != threading.main_thread().name for _, _, thread in service.calls)
+    # A server's own feed came from its members: fetched with the private-address guard.
+    assert service.untrusted[("https://ok.test/rss", "guild:1")] is True
+    assert service.untrusted[("https://ok.test/rss", "shared")] is False
     errors = {f.url: f.last_error for f in registry.feeds()}
     assert errors["https://broken.test/rss"] == "OSError: connection refused"
     assert errors["https://partial.test/rss"] == "HTTP 404"

@@ -11,23 +11,12 @@ import pytest
 
 from bot.answer_types import Answer, Citation
 from bot.feeds import Feed
+from bot.service import SearchResult
 from bot.render import (
     CITATION, EMBED_DESCRIPTION_LIMIT, EMBED_FIELDS_LIMIT, EMBED_TOTAL_LIMIT, MESSAGE_LIMIT, Reply, clip, link,
     render_answer, render_feeds, render_headlines, render_search, render_status, safe_text, split_message,
 )
 
-
-@dataclass(frozen=True)
-class SearchResult:
-    """The fields of bot.service.SearchResult that render reads."""
-
-    article_id: str
-    title: str
-    outlet: str | None
-    url: str | None
-    published: datetime | None
-    snippet: str
-    score: float
 
 
 WHEN = datetime(2020, 1, 4, 12, tzinfo=timezone.utc)

@@ -25,7 +25,7 @@ def test_operator_urls_are_fetched_and_answered(service, http_server):  # noqa: 
 
 def test_member_urls_to_private_addresses_are_refused(service, http_server):  # noqa: F811
     http_server.add("/port", PAGE.encode(), content_type="text/html; charset=utf-8")
-    report = service.ingest([http_server.url("/port")], collection="guild:42")
+    report = service.ingest([http_server.url("/port")], collection="guild:42", untrusted=True)
     assert report.added == []
     (failure,) = report.failed
     assert "refused" in failure.reason and "127.0.0.1" in failure.reason
@@ -39,7 +39,7 @@ def test_allow_hosts_lets_a_named_private_host_through(config, fake_embedder, ht
     config.fetch.allow_hosts = ["127.0.0.1"]
     service = NewsService(config, embedder=fake_embedder)
     http_server.add("/port", PAGE.encode(), content_type="text/html; charset=utf-8")
-    report = service.ingest([http_server.url("/port")], collection="guild:42")
+    report = service.ingest([http_server.url("/port")], collection="guild:42", untrusted=True)
     assert len(report.added) == 1
 
 
@@ -58,3 +58,9 @@ def test_summaries_of_article_topic_and_period(service):
     assert "1 article since 01 Jan 2020 00:00 UTC, 1 story:" in digest.text and digest.citations[0].article_id == article_id
     empty = service.digest()
     assert not empty.found  # nothing in the last 24 hours
+
+
+def test_members_cannot_make_the_bot_read_its_own_files(service):
+    report = service.ingest([str(SEED)], collection="guild:42", untrusted=True)
+    assert report.added == [] and len(report.failed) == 1
+    assert service.stats()["articles"] == 0

@@ -160,6 +160,12 @@ def test_pages_without_article_text(page: str) -> None:
         HtmlReader().run(page, source="empty.html")
 
 
+@needs_data
+def test_a_fragment_without_html_and_body_tags() -> None:
+    article = read_page(READABILITY / "bbc-1" / "expected.html")
+    assert article.text.startswith('President Barack Obama has admitted that his failure to pass "common sense gun')
+
+
 def test_a_huge_page_is_refused_quickly() -> None:
     page = "<html><body>" + "<div><span>x</span><a href='/a'>link</a></div>" * 20_000 + "</body></html>"
     with pytest.raises(SourceError, match=r"page too large to extract \(\d+ HTML elements\)"):

@@ -78,6 +78,14 @@ def test_a_page_without_metadata() -> None:
     assert article.published is None and article.outlet is None and article.section is None
 
 
+def test_a_text_without_a_headline() -> None:
+    paragraph = "The river rose overnight and flooded the lower town, " * 6
+    article = TextPageReader().run(paragraph + "\nA second paragraph.", source="x.txt")
+    assert article.text.startswith("The river rose overnight")
+    assert article.text.endswith("A second paragraph.")
+    assert article.title.endswith("…") and paragraph.startswith(article.title[:-1])
+
+
 @pytest.mark.parametrize(
     "page",
     ["", "   \n\n", "Just a headline", "Headline\n- World\n- Published Date: 05:46 | 04 January 2020\n- Related story"],

@@ -118,6 +118,6 @@ class AdminCommands(commands.Cog):
         url = checked_url(url)
         await interaction.response.defer(ephemeral=True, thinking=True)
         report = await asyncio.to_thread(
-            self.bot.service.ingest, [url], collection=guild_collection(interaction.guild_id)
+            self.bot.service.ingest, [url], collection=guild_collection(interaction.guild_id), untrusted=True
         )
         await send_followups(interaction, [render_note(describe_ingest(report))], ephemeral=True)

@@ -48,6 +48,7 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
 )
 
 _XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9_.:-]+)["']""")
+_HIGH_RUN = re.compile(rb"[\x80-\xff]+")
 _META_CHARSET = re.compile(rb"""<meta[^>]+?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 # Labels browsers read as a superset (WHATWG Encoding Standard), so bytes outside the nominal
@@ -170,6 +171,3 @@ def _scattered_non_ascii(data: bytes) -> bool:
     runs = [len(run) for run in _HIGH_RUN.findall(data)]
     total = sum(runs)
     return total > 0 and sum(n for n in runs if n <= 2) >= 0.8 * total
-
-
-_HIGH_RUN = re.compile(rb"[\x80-\xff]+")

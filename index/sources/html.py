@@ -40,6 +40,8 @@ class HtmlReader:
 
     def run(self, page: str, *, source: str, url: str | None = None) -> Article:
         tree = load_html(page) if page.strip() else None
+        if tree is None and "<" in page:
+            tree = load_html(f"<html><body>{page}</body></html>")  # a fragment, e.g. a saved article body
         if tree is None:
             raise SourceError("no article text found")
         elements = sum(1 for _ in tree.iter())

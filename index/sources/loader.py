@@ -11,6 +11,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ from index.article import Article, Failure
 from index.sources.common import SourceError, format_size
 from index.sources.decode import TextDecoder, sniff_binary
 from index.sources.feed import FeedReader, Teaser
-from index.sources.fetch import Fetcher
+from index.sources.fetch import FetchedPage, Fetcher
 from index.sources.html import HtmlReader
 from index.sources.jsonl import JsonlReader
 from index.sources.sniff import EXTENSIONS, SourceKind, sniff_kind
@@ -38,9 +39,10 @@ class SourceLoader:
     (.txt page, .html, .xml/.rss/.atom/.json feed, .jsonl corpus; the content decides when the name
     is wrong) or a folder (its files of those kinds, recursively, sorted, hidden ones skipped).
 
-    Feed items with only a teaser have their page fetched when `fetch_linked_pages`; `is_known`
-    (an id -> bool check against the store) skips that fetch for stories already held. With
-    `local_files=False` only URLs are read: for sources that untrusted users supply.
+    Feed items with only a teaser have their page fetched when `fetch_linked_pages`, up to
+    `page_workers` at a time; `is_known` (an id -> bool check against the store) skips that fetch for
+    stories already held. With `local_files=False` only URLs are read: for sources that untrusted
+    users supply.
     """
 
     def __init__(
@@ -52,14 +54,18 @@ class SourceLoader:
         max_file_bytes: int = 50_000_000,
         is_known: Callable[[str], bool] | None = None,
         local_files: bool = True,
+        page_workers: int = 4,
     ) -> None:
         if max_file_bytes < 1:
             raise ValueError("max_file_bytes must be at least 1")
+        if page_workers < 1:
+            raise ValueError("page_workers must be at least 1")
         self._fetcher = fetcher
         self._fetch_linked_pages = fetch_linked_pages
         self._max_file_bytes = max_file_bytes
         self._is_known = is_known
         self._local_files = local_files
+        self._page_workers = page_workers
         self._decoder = TextDecoder()
         self._text_pages = TextPageReader()
         self._html = HtmlReader()
@@ -135,8 +141,7 @@ class SourceLoader:
         if not data.strip():
             raise SourceError("empty file" if url is None else "empty page")
         if kind is SourceKind.FEED:
-            for item in self._feeds.run(data, source=source, url=url, charset=charset):
-                yield from self._feed_item(item)
+            yield from self._feed_items(self._feeds.run(data, source=source, url=url, charset=charset))
         elif kind is SourceKind.JSONL:
             yield from self._jsonl.run(io.BytesIO(data), source=source)
         else:
@@ -149,23 +154,38 @@ class SourceLoader:
                 yield self._text_pages.run(text, source=source)
 
     # -- feed items whose story is on their page --------------------------------------------
-    def _feed_item(self, item: Article | Teaser | Failure) -> Iterator[Article | Failure]:
-        if not isinstance(item, Teaser):
-            yield item
+    def _feed_items(self, items: list[Article | Teaser | Failure]) -> Iterator[Article | Failure]:
+        """The items in feed order; teasers' pages are fetched in parallel (only the network wait:
+        the pages are read here, in this thread)."""
+        teasers = {n: item for n, item in enumerate(items) if isinstance(item, Teaser) and self._wants_page(item)}
+        if not teasers:
+            yield from (item.article if isinstance(item, Teaser) else item for item in items)
             return
-        teaser = item.article
-        if not self._fetch_linked_pages or (self._is_known is not None and self._is_known(teaser.id)):
-            yield teaser
-            return
+        pool = ThreadPoolExecutor(max_workers=min(self._page_workers, len(teasers)), thread_name_prefix="page")
         try:
-            page = self._fetcher.run(item.link)
-            text = self._decoder.run(page.body, declared=page.charset).text
-            story = self._html.run(text, source=teaser.source, url=page.final_url)
+            pages = {n: pool.submit(self._fetcher.run, teaser.link) for n, teaser in teasers.items()}
+            for n, item in enumerate(items):
+                if n in teasers:
+                    yield from self._with_page(teasers[n], pages[n])
+                else:
+                    yield item.article if isinstance(item, Teaser) else item
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # when the consumer stops early
+
+    def _wants_page(self, teaser: Teaser) -> bool:
+        known = self._is_known is not None and self._is_known(teaser.article.id)
+        return self._fetch_linked_pages and not known
+
+    def _with_page(self, teaser: Teaser, page: Future[FetchedPage]) -> Iterator[Article | Failure]:
+        try:
+            fetched = page.result()
+            text = self._decoder.run(fetched.body, declared=fetched.charset).text
+            story = self._html.run(text, source=teaser.article.source, url=fetched.final_url)
         except Exception as exc:  # noqa: BLE001 - one page must not cost the rest of the feed
-            yield teaser
-            yield Failure(item.link, f"kept the feed's teaser; the page could not be read: {_reason(exc)}")
+            yield teaser.article
+            yield Failure(teaser.link, f"kept the feed's teaser; the page could not be read: {_reason(exc)}")
             return
-        yield _merge(teaser, story)
+        yield _merge(teaser.article, story)
 
 
 def _merge(teaser: Article, story: Article) -> Article:

@@ -13,7 +13,8 @@
 
 Every line is a paragraph. A run of "- " lines right after the headline (or after the lede) is
 metadata; the run of "- " lines at the very end is a block of unrelated headlines; "- " lines in
-between are subheadings and stay in the text as heading lines.
+between are subheadings and stay in the text as heading lines. A file whose first line is a whole
+paragraph has no headline; its title is taken from its first sentence.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from index.article import Article
 from index.sources.common import SourceError, build_article, parse_datetime
 
+_MAX_HEADLINE = 200
 _KEYED = re.compile(r"^([A-Za-z][A-Za-z ]{0,30}?)\s*:\s*(.+)$")
 _BYLINE = re.compile(r"^by\s+(.+)$", re.IGNORECASE)
 _PUBLISHED_KEYS = {"published date", "published", "date", "posted", "posted on", "publication date"}
@@ -49,7 +51,8 @@ class TextPageReader:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         if not lines:
             raise SourceError("empty file")
-        headline, rest = lines[0], lines[1:]
+        # A first line as long as a paragraph is prose: the text has no headline of its own.
+        headline, rest = (lines[0], lines[1:]) if len(lines[0]) <= _MAX_HEADLINE else (None, lines)
         start = 1 if rest and not _is_item(rest[0]) else 0  # the lede, when there is one
         end = start
         while end < len(rest) and _is_item(rest[end]):
