@@ -167,7 +167,7 @@ def cmd_start(args, config):
     if os.environ.get("DISCORD_TOKEN", "").strip():
         from bot.discordbot import run_bot
 
-        run_bot(config, os.environ["DISCORD_TOKEN"].strip())
+        run_bot(config, os.environ["DISCORD_TOKEN"].strip(), service=service)
         return 0
     from bot.console import Console
 
