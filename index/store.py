@@ -535,19 +535,25 @@ class StoreWriter:
             self._removed = True
         return [r[1] for r in rows]
 
+    def _stored_vectors(self, hashes: Iterable[str]) -> dict[str, bytes]:
+        """The cached vectors among `hashes`, looked up in batches rather than one query per chunk."""
+        wanted = list(dict.fromkeys(hashes))
+        found: dict[str, bytes] = {}
+        for start in range(0, len(wanted), 900):
+            part = wanted[start : start + 900]
+            found.update(
+                self.db.execute(
+                    f"SELECT hash, vector FROM vectors WHERE model = ? AND hash IN ({','.join('?' * len(part))})",
+                    (self.store.model_name, *part),
+                ).fetchall()
+            )
+        return found
+
     def missing_vectors(self) -> list[tuple[str, str]]:
         """(hash, text) of pending chunks whose vector is not cached yet, each hash once."""
-        seen, missing = set(), []
-        for _, embed_hash, text in self._pending:
-            if embed_hash in seen:
-                continue
-            seen.add(embed_hash)
-            row = self.db.execute(
-                "SELECT 1 FROM vectors WHERE model = ? AND hash = ?", (self.store.model_name, embed_hash)
-            ).fetchone()
-            if row is None:
-                missing.append((embed_hash, text))
-        return missing
+        cached = self._stored_vectors(h for _, h, _ in self._pending)
+        texts = {embed_hash: text for _, embed_hash, text in self._pending if embed_hash not in cached}
+        return list(texts.items())
 
     def put_vectors(self, hashes: list[str], vectors: np.ndarray) -> None:
         if vectors.shape != (len(hashes), self.store.dim):
@@ -574,15 +580,11 @@ class StoreWriter:
             index = faiss.clone_index(current)
             store._tune(index)
             ids = np.array([p[0] for p in self._pending], dtype=np.int64)
-            vectors = np.empty((len(ids), store.dim), dtype=np.float32)
-            for row, (_, embed_hash, _) in enumerate(self._pending):
-                blob = self.db.execute(
-                    "SELECT vector FROM vectors WHERE model = ? AND hash = ?",
-                    (store.model_name, embed_hash),
-                ).fetchone()
-                if blob is None:
-                    raise StoreError("a chunk has no vector; call put_vectors before commit")
-                vectors[row] = np.frombuffer(blob[0], dtype=np.float32)
+            stored = self._stored_vectors(h for _, h, _ in self._pending)
+            if any(h not in stored for _, h, _ in self._pending):
+                raise StoreError("a chunk has no vector; call put_vectors before commit")
+            vectors = np.frombuffer(b"".join(stored[h] for _, h, _ in self._pending), dtype=np.float32)
+            vectors = vectors.reshape(len(ids), store.dim)
             index.add_with_ids(vectors, ids)
         path = store._faiss_path(generation)
         tmp = path.with_suffix(".faiss.tmp")
