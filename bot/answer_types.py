@@ -9,6 +9,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 
+def source_label(title: str, outlet: str | None, published: datetime | None) -> str:
+    """'Title — Outlet, 4 Jan 2020': how a source is named to a reader, everywhere."""
+    meta = ", ".join(p for p in (outlet, published.strftime("%-d %b %Y") if published else None) if p)
+    return f"{title} — {meta}" if meta else title
+
+
 @dataclass(frozen=True)
 class Citation:
     """Source `[n]` of an answer: the article it points to and the sentence it rests on."""
@@ -29,12 +35,7 @@ class Citation:
         return data
 
     def label(self) -> str:
-        """'Title — Outlet, 4 Jan 2020': how a source is named to a reader."""
-        parts = [self.title]
-        meta = ", ".join(
-            p for p in (self.outlet, self.published.strftime("%-d %b %Y") if self.published else None) if p
-        )
-        return f"{parts[0]} — {meta}" if meta else parts[0]
+        return source_label(self.title, self.outlet, self.published)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import statistics
@@ -192,8 +193,6 @@ class SummaryEvaluation:
 
 
 def _copy_config(config: Config, folder: str) -> Config:
-    import copy
-
     clone = copy.deepcopy(config)
     clone.index.dir = folder
     return clone

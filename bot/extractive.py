@@ -154,7 +154,7 @@ class ExtractiveAnswerer:
             n = len(sentence.text.split())
             if picked and (score < 0.6 * top or words + n > self.max_words):
                 continue
-            if any(_overlap(sentence.text, p.text) > 0.6 for p in picked):
+            if any(sentence_overlap(sentence.text, p.text) > 0.6 for p in picked):
                 continue  # near-repeat of a picked sentence, e.g. the lede restated
             picked.append(sentence)
             words += n
@@ -165,6 +165,7 @@ class ExtractiveAnswerer:
         return Answer(text=" ".join(parts), mode="extractive", citations=book.citations)
 
 
-def _overlap(a: str, b: str) -> float:
+def sentence_overlap(a: str, b: str) -> float:
+    """Share of the shorter sentence's content words that the other one has too."""
     sa, sb = content_stems(a), content_stems(b)
     return len(sa & sb) / max(1, min(len(sa), len(sb)))

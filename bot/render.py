@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 import discord
 from discord.utils import escape_mentions
 
-from bot.answer_types import Answer, Citation
+from bot.answer_types import Answer, Citation, source_label
 from bot.feeds import Feed
 from index.sentences import sentence_spans
 
@@ -243,8 +243,7 @@ def render_search(results: Sequence[SearchResultLike], *, query: str) -> list[Re
         return [Reply(content=f"No indexed articles match {_quoted(query)}.")]
     lines = []
     for number, result in enumerate(results, 1):
-        # Citation.label only reads title, outlet and published: one format for every source shown.
-        label = Citation.label(result)  # type: ignore[arg-type]
+        label = source_label(result.title, result.outlet, result.published)
         line = f"**{number}.** {link(clip(label, 300), result.url)}"
         if result.snippet:
             line += "\n> " + safe_text(clip(" ".join(result.snippet.split()), 200))

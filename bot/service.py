@@ -134,7 +134,7 @@ class NewsService:
         if filters.since is None:
             since = time_filter_in(question)
             if since:
-                filters = SearchFilters(since, filters.until, filters.outlets, filters.collections, filters.article_id)
+                filters = dataclasses.replace(filters, since=since)
         # A follow-up ("and what did Iran say?") is searched with the question it follows.
         query = " ".join([*list(history)[-1:], question])
         hits = self.retrieve(query, filters=filters, mode=mode)

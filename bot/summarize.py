@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from bot.answer_types import Answer
-from bot.extractive import NOT_FOUND, CitationBook, Sentence, _overlap, candidate_sentences, content_stems, stem
+from bot.extractive import (
+    NOT_FOUND, CitationBook, Sentence, candidate_sentences, content_stems, sentence_overlap, stem,
+)
 from index.article import ArticleMeta
 from index.retrieve import Hit, query_terms
 from index.sentences import sentence_spans
@@ -60,7 +62,7 @@ class ArticleSummarizer:
             n = len(candidates[i].text.split())
             if chosen and words + n > self.max_words:
                 continue
-            if any(_overlap(candidates[i].text, candidates[j].text) > 0.6 for j in chosen):
+            if any(sentence_overlap(candidates[i].text, candidates[j].text) > 0.6 for j in chosen):
                 continue
             chosen.append(i)
             words += n
@@ -93,7 +95,7 @@ class TopicSummarizer:
             n = len(sentence.text.split())
             if relevance == 0 or (picked and words + n > self.max_words) or per_article[sentence.article.id] >= 2:
                 continue
-            if any(_overlap(sentence.text, p.text) > 0.5 for p in picked):
+            if any(sentence_overlap(sentence.text, p.text) > 0.5 for p in picked):
                 continue
             picked.append(sentence)
             per_article[sentence.article.id] += 1
