@@ -2,9 +2,11 @@
 
 The answer is split into sentences (claims). Each `[n]` is checked against source n: enough of the
 claim's content words must occur in the passage (lexical support), every number in the claim must
-occur there, and the claim must be close in meaning to some sentence of the passage (embedding
-support). Citations to sources that do not exist are removed; claims no cited source supports are
-dropped. The kept claims are renumbered to the articles they rest on, in order of first use.
+occur there, the claim must be close in meaning to some sentence of the passage (embedding
+support), and it must not negate that sentence: "X did not win" shares nearly every word with
+"X won", so overlap alone cannot tell them apart. Citations to sources that do not exist are
+removed; claims no cited source supports are dropped. The kept claims are renumbered to the
+articles they rest on, in order of first use.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ _WORD = re.compile(r"\w+")
 _END_PUNCT = re.compile(r"[.!?…]*$")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.!?,;:])")
 _SPACE = re.compile(r"\s+")
+# Words that turn a clause around. "not only" affirms, and "neither … nor" is one negation, not two.
+_NEGATION = re.compile(
+    r"\b(?:not(?!\s+only\b)|no|never|none|nobody|nothing|nor|cannot|den(?:y|ies|ied|ying))\b"
+    r"|n['’]t\b|\bneither\b(?!.*\bnor\b)",
+    re.IGNORECASE,
+)
+# Where one clause of a sentence ends and another, which may be negated on its own, begins.
+_CLAUSE_BREAK = re.compile(r"[,;:()—–]|\s-\s|\b(?:but|although|though|while|whereas|however)\b", re.IGNORECASE)
 
 
 @dataclass
@@ -112,7 +122,7 @@ class CitationChecker:
                     continue
                 scores = sentence_vectors[i] @ claim_vectors[k]
                 best = int(np.argmax(scores))
-                if scores[best] >= self._min_similarity:
+                if scores[best] >= self._min_similarity and not _contradicts(claim.text, sentences[i][best]):
                     found.append(_Support(sources[i].article, sentences[i][best], float(scores[best])))
             out.append(found)
         return out
@@ -122,6 +132,30 @@ class CitationChecker:
             return False
         numbers = {t for t in claim if t.isdigit()}
         return numbers <= passage and len(claim & passage) / len(claim) >= self._min_overlap
+
+
+def _contradicts(claim: str, sentence: str) -> bool:
+    """Whether the claim negates the sentence it rests on.
+
+    Each clause of the claim is set against the clause(s) of the sentence that share the most content
+    words with it; a clause is negated when it holds an odd number of negation words. One negated and
+    the other not ("did not win" / "won", "was hurt" / "no one was hurt") is a contradiction; both
+    negated agree. Clauses keep a negation where it belongs: "it did not withdraw its troops" in the
+    sentence says nothing against a claim about its training mission.
+    """
+    clauses = [(content_stems(part), _negated(part)) for part in _CLAUSE_BREAK.split(sentence)]
+    for part in _CLAUSE_BREAK.split(claim):
+        terms = content_stems(part)
+        shared = [len(terms & other) for other, _ in clauses]
+        most = max(shared)
+        # Clauses tied for the most shared words must all agree: the claim may not pick the side it likes.
+        if most and any(negated != _negated(part) for (_, negated), n in zip(clauses, shared) if n == most):
+            return True
+    return False
+
+
+def _negated(clause: str) -> bool:
+    return len(_NEGATION.findall(clause)) % 2 == 1
 
 
 def _parse(text: str, n_sources: int) -> tuple[list[_Claim], int]:

@@ -49,6 +49,19 @@ class FetchSettings:
     # loopback addresses. Empty by default: such addresses are refused.
     allow_hosts: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # The limits that bound hostile input: refused here, with the key's name, rather than
+        # when the first fetch builds its reader.
+        if not self.timeout_seconds > 0:
+            raise ConfigError("fetch.timeout_seconds: must be positive")
+        for key in ("max_page_bytes", "max_feed_items"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"fetch.{key}: must be at least 1")
+        if self.max_redirects < 0:
+            raise ConfigError("fetch.max_redirects: must not be negative")
+        if not self.user_agent.strip():
+            raise ConfigError("fetch.user_agent: must not be empty")
+
 
 @dataclass
 class AnswerSettings:
@@ -67,6 +80,9 @@ class LLMSettings:
     max_retries: int = 2
     context_tokens: int = 4096
     max_answer_tokens: int = 512
+    # How max_answer_tokens is sent: "max_tokens", "max_completion_tokens" (OpenAI's reasoning
+    # models refuse max_tokens), or "auto" (max_completion_tokens for o1/o3/o4/gpt-5 names).
+    token_limit_param: str = "auto"
     min_supported_share: float = 0.6
     max_chunks_per_article: int = 2  # in the prompt, so one article cannot crowd out the others
     retry_backoff_seconds: float = 1.0  # doubled after each failed try
@@ -83,7 +99,13 @@ class DiscordSettings:
     digest_channel: int = 0
     digest_time: str = ""  # "HH:MM" UTC; empty: no daily digest
     admin_role: str = ""
-    cooldown_seconds: float = 10.0
+    # Token buckets for /ask, /summary, /search and channel questions (0 requests: no limit).
+    user_requests: int = 5
+    user_window_seconds: float = 60.0
+    server_requests: int = 30
+    server_window_seconds: float = 60.0
+    # With a language model, the answer's message is edited as it is written, at most this often.
+    draft_edit_seconds: float = 1.0
     api_base: str = "https://discord.com/api/v10"
     gateway_url: str = "wss://gateway.discord.gg/"
     post_headlines: bool = False
@@ -91,8 +113,13 @@ class DiscordSettings:
     def __post_init__(self) -> None:
         if self.digest_time and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", self.digest_time.strip()):
             raise ConfigError(f"discord.digest_time: expected HH:MM (UTC), got {self.digest_time!r}")
-        if self.cooldown_seconds < 0:
-            raise ConfigError("discord.cooldown_seconds: must not be negative")
+        for scope in ("user", "server"):
+            if getattr(self, f"{scope}_requests") < 0:
+                raise ConfigError(f"discord.{scope}_requests: must be 0 (no limit) or more")
+            if getattr(self, f"{scope}_window_seconds") <= 0:
+                raise ConfigError(f"discord.{scope}_window_seconds: must be positive")
+        if self.draft_edit_seconds <= 0:
+            raise ConfigError("discord.draft_edit_seconds: must be positive")
         if urlsplit(self.api_base).scheme not in ("http", "https"):
             raise ConfigError(f"discord.api_base: expected an http(s) URL, got {self.api_base!r}")
         if urlsplit(self.gateway_url).scheme not in ("ws", "wss"):

@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 
 _CONTEXT_LENGTH = re.compile(r"context[ _](length|window)|maximum context", re.IGNORECASE)
 _NOT_WORDS = re.compile(r"[\W_]+")
+_UNSUPPORTED = re.compile(r"unsupported|not supported", re.IGNORECASE)
+
+TOKEN_LIMIT_PARAMS = ("auto", "max_tokens", "max_completion_tokens")
+# OpenAI's reasoning models take max_completion_tokens (max_tokens is refused) and only the default temperature.
+_REASONING_MODELS = ("o1", "o3", "o4", "gpt-5")
+# Request options a model may refuse, and what replaces each: the token limit under its newer name, or nothing.
+_REPLACEMENTS: dict[str, str | None] = {"max_tokens": "max_completion_tokens", "temperature": None}
 
 
 class LLMError(RuntimeError):
@@ -38,6 +45,14 @@ class LLMError(RuntimeError):
 
 class ContextLengthError(LLMError):
     """The prompt did not fit the model's context window."""
+
+
+class _RefusedOption(LLMError):
+    """A 400 saying the model does not support one of the request's options (see _REPLACEMENTS)."""
+
+    def __init__(self, option: str) -> None:
+        super().__init__("request refused with status 400")
+        self.option = option
 
 
 class _Transient(LLMError):
@@ -56,7 +71,11 @@ def create_client(settings: LLMSettings) -> openai.OpenAI:
 
 
 class ChatClient:
-    """Streams one chat completion, retrying transient faults with backoff, within a deadline."""
+    """Streams one chat completion, retrying transient faults with backoff, within a deadline.
+
+    A server that refuses `max_tokens` or `temperature` (OpenAI's reasoning models) is asked again at
+    once without it, and keeps getting the adapted request: every option is dropped at most once.
+    """
 
     def __init__(
         self, settings: LLMSettings, client: openai.OpenAI, *, sleep: Callable[[float], None] = time.sleep
@@ -67,7 +86,10 @@ class ChatClient:
             raise ValueError("llm.timeout_seconds, llm.deadline_seconds and llm.max_answer_tokens must be positive")
         if settings.retry_backoff_seconds < 0 or settings.max_retry_wait_seconds < 0:
             raise ValueError("llm.retry_backoff_seconds and llm.max_retry_wait_seconds cannot be negative")
+        if settings.token_limit_param not in TOKEN_LIMIT_PARAMS:
+            raise ValueError(f"llm.token_limit_param must be one of {', '.join(TOKEN_LIMIT_PARAMS)}")
         self._settings = settings
+        self._options = _request_options(settings)
         self._client = client
         self._sleep = sleep
 
@@ -79,6 +101,11 @@ class ChatClient:
         while True:
             try:
                 return self._attempt(messages, deadline, on_text)
+            except _RefusedOption as exc:
+                if exc.option not in self._options:  # not what we sent: a plain refusal
+                    raise
+                self._options = _without(self._options, exc.option)
+                log.warning("LLM %s refuses %s; asking with %s", settings.model, exc.option, ", ".join(self._options))
             except _Transient as exc:
                 wait = exc.retry_after if exc.retry_after is not None else settings.retry_backoff_seconds * 2**attempt
                 attempt += 1
@@ -112,10 +139,9 @@ class ChatClient:
             stream = self._client.chat.completions.create(
                 model=self._settings.model,
                 messages=messages,  # type: ignore[arg-type]
-                max_tokens=self._settings.max_answer_tokens,
-                temperature=0,  # grounded answers: no creativity wanted
                 stream=True,
                 timeout=min(self._settings.timeout_seconds, remaining),
+                **self._options,
             )
             with stream:
                 for chunk in stream:
@@ -228,6 +254,27 @@ class LLMAnswerer:
         )
 
 
+def _request_options(settings: LLMSettings) -> dict[str, int]:
+    """The answer's token limit under the name the model takes, and temperature 0 where it is accepted."""
+    reasoning = settings.model.lower().startswith(_REASONING_MODELS)
+    name = settings.token_limit_param
+    if name == "auto":
+        name = "max_completion_tokens" if reasoning else "max_tokens"
+    options = {name: settings.max_answer_tokens}
+    if not reasoning:
+        options["temperature"] = 0  # grounded answers: no creativity wanted
+    return options
+
+
+def _without(options: dict[str, int], refused: str) -> dict[str, int]:
+    """The options less `refused`, the token limit renamed rather than dropped."""
+    kept = {name: value for name, value in options.items() if name != refused}
+    replacement = _REPLACEMENTS[refused]
+    if replacement is not None:
+        kept[replacement] = options[refused]
+    return kept
+
+
 def _content(chunk: object) -> str:
     """The text of one streamed chunk; chunks are not validated, so their shape is checked here."""
     choices = getattr(chunk, "choices", None)
@@ -246,7 +293,18 @@ def _status_error(exc: openai.APIStatusError) -> LLMError:
         return _Transient(f"server error {status}")
     if status in (400, 413) and _CONTEXT_LENGTH.search(f"{exc.code} {exc.message}"):
         return ContextLengthError("the prompt was too long for the model")
+    if status == 400 and (option := _refused_option(exc)):
+        return _RefusedOption(option)
     return LLMError(f"request refused with status {status}")
+
+
+def _refused_option(exc: openai.APIStatusError) -> str | None:
+    """The option a 400 calls unsupported, if a request can do without it; by `param`, else by name in the message."""
+    if not _UNSUPPORTED.search(f"{exc.code} {exc.message}"):
+        return None
+    if exc.param in _REPLACEMENTS:
+        return exc.param
+    return next((name for name in _REPLACEMENTS if re.search(rf"\b{name}\b", exc.message)), None)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -76,6 +76,9 @@ def safe_text(text: str) -> str:
         pieces.append(_escape(text[last : match.start()]))
         pieces.append(match.group())
         last = match.end()
+        if text.startswith("(", last):  # "[1](https://…)" would be a masked link dressed as a citation
+            pieces.append("\\(")
+            last += 1
     pieces.append(_escape(text[last:]))
     return "".join(pieces)
 
@@ -99,7 +102,12 @@ def _escape_markdown(text: str) -> str:
     "[" and "]" are escaped so article text cannot dress up a masked link, and "<" so it cannot
     make a timestamp, an emoji or a channel link; "#", ">", "-" and "1." only where they start a line.
     """
-    text = _MARKDOWN_CHARS.sub(r"\\\1", text)
+    return _escape_line_starts(_MARKDOWN_CHARS.sub(r"\\\1", text))
+
+
+def _escape_line_starts(text: str) -> str:
+    """Headings, quotes, subtext and list markers escaped where they start a line (idempotent: an
+    escaped line starts with a backslash)."""
     text = _LINE_START_MARKUP.sub(r"\1\\\2", text)
     return _LINE_START_NUMBER.sub(r"\1\\.", text)
 
@@ -206,13 +214,32 @@ def source_line(citation: Citation) -> str:
 
 
 def render_answer(answer: Answer) -> list[Reply]:
-    """The answer text split into messages; the sources embed goes with the last one."""
-    body = safe_text(answer.text)
+    """The answer text split into messages; the sources embed goes with the last one.
+
+    A split can make a mid-line "# " or "1. " of the quoted text the first characters of a
+    message, where Discord would read it as markup: each piece's line starts are escaped again
+    (one character more at most, hence the smaller limit). The note is the bot's own subtext line,
+    added after that so it stays subtext.
+    """
+    pieces = [_escape_line_starts(p) for p in split_message(safe_text(answer.text), MESSAGE_LIMIT - 1)]
     if answer.note:
-        body += f"\n\n-# {safe_text(answer.note)}"
-    pieces = split_message(body) or ["(no answer)"]
+        note = f"-# {safe_text(clip(answer.note, 500))}"
+        if pieces and len(pieces[-1]) + 2 + len(note) <= MESSAGE_LIMIT:
+            pieces[-1] += "\n\n" + note
+        else:
+            pieces.append(note)
+    pieces = pieces or ["(no answer)"]
     embed = _sources_embed(answer) if answer.citations else None
     return [Reply(content=piece) for piece in pieces[:-1]] + [Reply(content=pieces[-1], embed=embed)]
+
+
+DRAFT_NOTE = "\n\n-# ✍️ still writing: the citations are checked when it is done"
+
+
+def render_draft(text: str) -> Reply:
+    """A language model's answer while it is written: escaped like any answer (the model may repeat
+    article text), clipped to one message, and marked as a draft, since it is not yet checked."""
+    return Reply(content=clip(safe_text(text.strip()), MESSAGE_LIMIT - len(DRAFT_NOTE)) + DRAFT_NOTE)
 
 
 def _sources_embed(answer: Answer) -> discord.Embed:
@@ -249,7 +276,7 @@ def render_search(results: Sequence[SearchResultLike], *, query: str) -> list[Re
             line += "\n> " + safe_text(clip(" ".join(result.snippet.split()), 200))
         lines.append(line)
     embed = discord.Embed(
-        title=clip(f"Results for “{query}”", EMBED_TITLE_LIMIT),
+        title=clip(f"Results for {_quoted(query)}", EMBED_TITLE_LIMIT),
         description="\n".join(_fit_lines(lines, EMBED_DESCRIPTION_LIMIT, "results")),
         colour=_ACCENT,
     )

@@ -90,6 +90,7 @@ class RetrievalSettings:
     lexical_weight: float = 1.0
     recency_half_life_days: float = 14.0
     recency_weight: float = 0.1
+    lede_weight: float = 0.2
     max_chunks_per_article: int = 4
 
 
@@ -185,7 +186,10 @@ class Retriever:
         for chunk_id, value in fused.items():
             if chunk_id not in rows:
                 continue
-            _, meta, _ = rows[chunk_id]
+            chunk, meta, _ = rows[chunk_id]
+            if chunk.start == 0:
+                # A news story puts who, what and when in its opening paragraph.
+                value += s.lede_weight * top_fused
             if s.recency_weight and meta.sort_time:
                 age_days = max((now - meta.sort_time).total_seconds() / 86400, 0.0)
                 value += s.recency_weight * top_fused * math.pow(0.5, age_days / s.recency_half_life_days)

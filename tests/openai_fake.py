@@ -2,6 +2,7 @@
 
 Each request to /v1/chat/completions takes the next scripted `Reply` (the last one repeats), so a
 test can say "a 429, then a 500, then an answer" and check what the real `openai` client made of it.
+Like OpenAI's reasoning models, it can refuse requests that carry `max_tokens` or `temperature`.
 It listens on 127.0.0.1 only and stops promptly, even while a slow reply is waiting.
 """
 
@@ -22,6 +23,19 @@ CONTEXT_LENGTH_ERROR = {
         "code": "context_length_exceeded",
     }
 }
+# What OpenAI's reasoning models answer to options they do not take.
+UNSUPPORTED_OPTION_ERRORS = {
+    "max_tokens": {"error": {
+        "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+        "Use 'max_completion_tokens' instead.",
+        "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter",
+    }},
+    "temperature": {"error": {
+        "message": "Unsupported value: 'temperature' does not support 0 with this model. "
+        "Only the default (1) value is supported.",
+        "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value",
+    }},
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,7 @@ class Reply:
     body: bytes | None = None
     delay: float = 0.0  # seconds to wait before answering
     stall: float = 0.0  # seconds to wait halfway through the body
+    pace: float = 0.0  # seconds between streamed words, like a model writing
 
     @classmethod
     def rate_limited(cls, retry_after: str) -> Reply:
@@ -47,6 +62,10 @@ class Reply:
     @classmethod
     def context_length(cls) -> Reply:
         return cls(status=400, body=json.dumps(CONTEXT_LENGTH_ERROR).encode())
+
+    @classmethod
+    def unsupported(cls, option: str) -> Reply:
+        return cls(status=400, body=json.dumps(UNSUPPORTED_OPTION_ERRORS[option]).encode())
 
     @classmethod
     def empty(cls) -> Reply:
@@ -66,12 +85,20 @@ class Reply:
 
 
 class FakeOpenAI:
-    """Context manager: `with FakeOpenAI([Reply("Hi [1].")]) as fake: OpenAI(base_url=fake.base_url, ...)`."""
+    """Context manager: `with FakeOpenAI([Reply("Hi [1].")]) as fake: OpenAI(base_url=fake.base_url, ...)`.
 
-    def __init__(self, replies: list[Reply]) -> None:
+    A request carrying an option named in `refuse` ("max_tokens", "temperature") gets OpenAI's 400
+    for it and takes no scripted reply.
+    """
+
+    def __init__(self, replies: list[Reply], *, refuse: tuple[str, ...] = ()) -> None:
         if not replies:
             raise ValueError("script at least one reply")
+        unknown = set(refuse) - set(UNSUPPORTED_OPTION_ERRORS)
+        if unknown:
+            raise ValueError(f"cannot refuse {', '.join(sorted(unknown))}")
         self._replies = list(replies)
+        self._refuse = refuse
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self.requests: list[dict] = []  # JSON bodies received, in order
@@ -99,6 +126,9 @@ class FakeOpenAI:
         with self._lock:
             self.requests.append(request)
             self.headers.append(headers)
+            refused = [option for option in self._refuse if option in request]
+            if refused:
+                return Reply.unsupported(refused[0])
             return self._replies.pop(0) if len(self._replies) > 1 else self._replies[0]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -114,20 +144,24 @@ class FakeOpenAI:
                 reply = fake._next(request, {k.lower(): v for k, v in self.headers.items()})
                 if reply.delay and fake._closing.wait(reply.delay):
                     return
-                body = reply.body if reply.body is not None else _sse(reply.text, request.get("model", ""))
+                events = [reply.body] if reply.body is not None else _sse(reply.text, request.get("model", ""))
+                body = b"".join(events)
                 self.send_response(reply.status)
                 headers = {"Content-Type": "text/event-stream" if reply.body is None else "application/json"}
                 for name, value in {**headers, **reply.headers}.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                half = len(body) // 2 if reply.stall else len(body)
+                # Paced: one event at a time. Stalled: half the body, a wait, the rest.
+                half = len(body) // 2
+                pieces = events if reply.pace else [body[:half], body[half:]] if reply.stall else [body]
+                pause = reply.pace or reply.stall
                 try:
-                    self.wfile.write(body[:half])
-                    self.wfile.flush()
-                    if reply.stall and fake._closing.wait(reply.stall):
-                        return
-                    self.wfile.write(body[half:])
+                    for n, piece in enumerate(pieces):
+                        if n and fake._closing.wait(pause):
+                            return
+                        self.wfile.write(piece)
+                        self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test); nothing to clean up
 
@@ -137,14 +171,14 @@ class FakeOpenAI:
         return Handler
 
 
-def _sse(text: str, model: str) -> bytes:
-    """The answer as OpenAI streams it: a role chunk, one chunk per word, a finish chunk, [DONE]."""
+def _sse(text: str, model: str) -> list[bytes]:
+    """The answer's events as OpenAI streams them: a role chunk, one chunk per word, a finish chunk, [DONE]."""
     words = text.split(" ")
     deltas = [{"role": "assistant", "content": ""}] + [
         {"content": w if i == 0 else " " + w} for i, w in enumerate(words)
     ]
     events = [_chunk(model, delta, None) for delta in deltas] + [_chunk(model, {}, "stop")]
-    return b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events) + b"data: [DONE]\n\n"
+    return [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
 
 
 def _chunk(model: str, delta: dict, finish: str | None) -> dict:

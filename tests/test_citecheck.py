@@ -120,3 +120,44 @@ def test_paragraph_breaks_between_kept_claims_survive(checker):
 def test_thresholds_are_validated():
     with pytest.raises(ValueError, match="min_claim_overlap"):
         CitationChecker(LLMSettings(min_claim_overlap=0), FakeEmbedder())
+
+
+ELECTION = (
+    "Incumbent mayor Maria Lopez won re-election on Sunday with 54 percent of the vote, officials said. "
+    "Turnout was lower than four years ago."
+)
+BLAST = (
+    "No one was injured in the blast at the chemical plant, police said. "
+    "Firefighters put out the fire within an hour."
+)
+PROTEST = "The interior ministry denied that police had fired on protesters in the capital on Friday."
+RATES = "The central bank didn't raise interest rates on Thursday, holding them at 4.5 percent."
+MISSION = "NATO suspended its training mission in Iraq, but the alliance did not withdraw its troops from the country."
+
+
+@pytest.mark.parametrize(
+    ("passage", "agreeing", "negating"),
+    [
+        (ELECTION, "Maria Lopez won re-election on Sunday [1].", "Maria Lopez never won re-election on Sunday [1]."),
+        (BLAST, "Nobody was injured in the blast at the chemical plant [1].",
+         "Several people were injured in the blast at the chemical plant [1]."),
+        (PROTEST, "The interior ministry denied that police fired on protesters in the capital [1].",
+         "Police fired on protesters in the capital on Friday [1]."),
+        (RATES, "The central bank did not raise interest rates on Thursday [1].",
+         "The central bank raised interest rates on Thursday [1]."),
+        (MISSION, "NATO suspended its training mission in Iraq [1].",
+         "NATO did not suspend its training mission in Iraq [1]."),
+    ],
+    ids=["claim adds never", "claim drops no one", "claim drops denied", "claim drops n't", "other clause negated"],
+)
+def test_a_claim_that_negates_its_source_is_unsupported_however_many_words_they_share(
+    checker, passage, agreeing, negating
+):
+    # The twins differ only in negation: the agreeing one shows that the overlap is enough, and it is
+    # negated where the passage is (never / not / n't / denied / no one against nobody) or neither is.
+    sources = [make_hit("news", passage)]
+
+    assert checker.run(agreeing, sources).supported == 1
+    assert checker.run(negating, sources).supported == 0
+    checked = checker.run(f"{agreeing} {negating}", sources)
+    assert (checked.text, checked.supported, checked.unsupported) == (agreeing, 1, 1)

@@ -27,6 +27,10 @@ def test_partial_config_keeps_defaults(tmp_path):
         ("[nope]\n", "unknown key"),
         ("[retrieval]\ntop_k = 'many'\n", "expected int"),
         ("[index\n", "not valid TOML"),
+        ("[discord]\nuser_requests = -1\n", "discord.user_requests: must be 0 \\(no limit\\) or more"),
+        ("[discord]\nserver_window_seconds = 0\n", "discord.server_window_seconds: must be positive"),
+        ("[discord]\nuser_requests = 2.5\n", "user_requests: expected int"),
+        ("[discord]\ncooldown_seconds = 10\n", "unknown key\\(s\\) cooldown_seconds"),
     ],
 )
 def test_bad_config_names_the_problem(tmp_path, body, message):

@@ -19,10 +19,10 @@ from datetime import datetime, timedelta, timezone
 import discord
 import pytest
 from aiohttp import web
-from discord_emulator import EPHEMERAL, MANAGE_GUILD, Call, DiscordEmulator
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from bench.discord_emulator import EPHEMERAL, MANAGE_GUILD, Call, DiscordEmulator
 from bot.discordbot import create_bot
 from bot.discordbot.scope import filters_for
 from bot.feeds import FeedRegistry
@@ -106,7 +106,7 @@ def bot_config(config, emulator):
     config.discord.gateway_url = emulator.gateway_url
     config.discord.ask_channels = [emulator.channel("ask", 0)]
     config.discord.admin_role = "News Admin"
-    config.discord.cooldown_seconds = 0
+    config.discord.user_requests = config.discord.server_requests = 0  # no limits unless a test sets them
     config.fetch.allow_hosts = ["127.0.0.1"]  # the test's own feed server
     config.fetch.fetch_linked_pages = False  # feed items link to hosts that do not exist
     return config
@@ -145,11 +145,23 @@ def with_bot(emulator: DiscordEmulator, config, service, scenario: Callable[[dis
     asyncio.run(main())
     unknown = [f"{c.method} {c.path}" for c in emulator.calls if c.status == 404 and "/messages/" not in c.path]
     assert not unknown, unknown
+    for call, message in sent_messages(emulator):
+        assert message.get("allowed_mentions") == NO_MENTIONS, call
+
+
+def sent_messages(emulator: DiscordEmulator) -> list[tuple[Call, dict]]:
+    """Every message the bot posted or edited, with the JSON describing it: channel messages,
+    interaction responses that carry a message (types 4 and 7), follow-ups, and edits of any of them."""
+    sent = []
     for call in emulator.calls:
-        if call.method in ("POST", "PATCH") and isinstance(call.body, dict) and "content" in call.body:
-            assert call.body.get("allowed_mentions") == NO_MENTIONS, call
-        if call.path.endswith("/callback") and call.body.get("type") == 4:
-            assert call.body["data"].get("allowed_mentions") == NO_MENTIONS, call
+        match call.method, call.path.strip("/").split("/"):
+            case ("POST", ["channels", _, "messages"] | ["webhooks", _, _]) | (
+                "PATCH", ["channels", _, "messages", _] | ["webhooks", _, _, "messages", _]
+            ):
+                sent.append((call, call.body))
+            case "POST", ["interactions", _, _, "callback"] if call.body["type"] in (4, 7):
+                sent.append((call, call.body["data"]))
+    return sent
 
 
 def followups(emulator: DiscordEmulator, interaction: dict) -> list[Call]:
@@ -359,7 +371,7 @@ def test_a_mention_gets_a_thread_and_a_follow_up_there_remembers_the_question(em
 
 
 def test_questions_in_an_ask_channel_need_no_mention_and_others_are_ignored(emulator, bot_config, indexed):
-    bot_config.discord.cooldown_seconds = 60
+    bot_config.discord.user_requests = 1
     erin = emulator.user("erin")
     sent = {}
 
@@ -377,7 +389,7 @@ def test_questions_in_an_ask_channel_need_no_mention_and_others_are_ignored(emul
     assert "boats" in answer.body["content"]
     assert not emulator.find("POST", f"/channels/{emulator.channel('general')}/")
     (reaction,) = emulator.find("PUT", "/channels/")
-    assert reaction.path.endswith("/reactions/⏳/@me")  # the cooldown is shown, not spoken
+    assert reaction.path.endswith("/reactions/⏳/@me")  # the rate limit is shown, not spoken
 
 
 def test_feeds_add_is_refused_to_members_and_works_for_the_admin_role(emulator, bot_config, indexed):
@@ -453,7 +465,7 @@ def test_feeds_add_is_refused_to_members_and_works_for_the_admin_role(emulator, 
 
 
 def test_failures_reach_the_user_briefly_and_the_log_in_full(emulator, bot_config, indexed, error_records):
-    bot_config.discord.cooldown_seconds = 60
+    bot_config.discord.user_requests = 1
     real_ask = indexed.ask
 
     def failing_ask(question, **kwargs):
@@ -481,9 +493,9 @@ def test_failures_reach_the_user_briefly_and_the_log_in_full(emulator, bot_confi
     assert bad_since["type"] == 4 and bad_since["data"]["flags"] & EPHEMERAL
     assert "24h" in bad_since["data"]["content"]
 
-    cooldown = callback(emulator, sent["again"]).body
-    assert cooldown["type"] == 4 and cooldown["data"]["flags"] & EPHEMERAL
-    assert "Slow down" in cooldown["data"]["content"]
+    limited = callback(emulator, sent["again"]).body
+    assert limited["type"] == 4 and limited["data"]["flags"] & EPHEMERAL
+    assert "Slow down" in limited["data"]["content"]
 
     assert callback(emulator, sent["boom"]).body == {"type": 5}
     token = sent["boom"]["token"]

@@ -1,4 +1,4 @@
-"""The Discord side's plain logic, without Discord: permissions, cooldown, tenancy, autocomplete,
+"""The Discord side's plain logic, without Discord: permissions, rate limits, tenancy, autocomplete,
 channel-question rules, the feed registry and the poller."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 from bot.config import ConfigError, DiscordSettings, FeedSettings, FeedsSettings
 from bot.discordbot.ask import is_for_bot, question_text, thread_name
 from bot.discordbot.autocomplete import MAX_CHOICES, pick_article, since_choices, title_choices
-from bot.discordbot.cooldown import Cooldown
 from bot.discordbot.digest import parse_clock
-from bot.discordbot.errors import NotAdmin, OnCooldown, UserError, user_message
+from bot.discordbot.errors import NotAdmin, RateLimited, UserError, user_message
 from bot.discordbot.permissions import is_admin
+from bot.discordbot.ratelimit import RateLimiter, Refusal, RequestLimits
 from bot.discordbot.scope import filters_for
 from bot.feeds import FeedPoller, FeedRegistry, check_feed_url
 from index.article import Failure
@@ -34,23 +34,86 @@ def test_admins_have_manage_server_or_the_configured_role_by_name_or_id():
     assert not is_admin(manage_guild=False, roles=[(13, "news admin")], admin_role="News Admin")
 
 
-def test_cooldown_is_per_user_and_expires():
-    clock = [100.0]
-    cooldown = Cooldown(10, clock=lambda: clock[0])
-    assert cooldown.try_acquire(1) == 0
-    assert cooldown.try_acquire(2) == 0
-    clock[0] += 4
-    assert cooldown.try_acquire(1) == pytest.approx(6)
-    clock[0] += 6
-    assert cooldown.try_acquire(1) == 0
-    assert Cooldown(0).try_acquire(1) == 0 and Cooldown(0).try_acquire(1) == 0
-    with pytest.raises(ValueError):
-        Cooldown(-1)
+class FakeClock:
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_rate_limiter_allows_a_burst_then_refills_steadily_per_key():
+    clock = FakeClock()
+    limiter = RateLimiter(3, 60, clock=clock)
+    for _ in range(3):
+        assert limiter.wait("alice") == 0
+        limiter.take("alice")
+    assert limiter.wait("alice") == pytest.approx(20)  # one request's worth refills every 60/3 s
+    assert limiter.wait("bob") == 0  # keys are independent
+    clock.now += 5
+    assert limiter.wait("alice") == pytest.approx(15)
+    clock.now += 15
+    assert limiter.wait("alice") == 0
+    limiter.take("alice")
+    assert limiter.wait("alice") == pytest.approx(20)
+    clock.now += 3600  # a long pause refills the bucket only up to the burst size
+    for _ in range(3):
+        limiter.take("alice")
+    assert limiter.wait("alice") == pytest.approx(20)
+
+
+def test_a_rate_limiter_forgets_full_buckets_to_bound_memory_without_changing_answers():
+    clock = FakeClock()
+    limiter = RateLimiter(1, 60, clock=clock)
+    for user in range(10_000):
+        limiter.take(user)
+    limiter.take("late")  # 10,000 buckets, none full yet: all are kept
+    assert limiter.wait(0) == pytest.approx(60) and limiter.wait("late") == pytest.approx(60)
+    clock.now += 60  # every bucket is full again
+    limiter.take("hot")
+    assert len(limiter._buckets) == 1  # the full ones were forgotten…
+    assert limiter.wait(0) == 0 and limiter.wait("hot") == pytest.approx(60)  # …which changes no answer
+
+
+def test_a_rate_limiter_of_zero_requests_never_limits_and_bad_settings_are_refused():
+    unlimited = RateLimiter(0, 60, clock=FakeClock())
+    for _ in range(1000):
+        unlimited.take(1)
+    assert unlimited.wait(1) == 0
+    with pytest.raises(ValueError, match="requests"):
+        RateLimiter(-1, 60)
+    with pytest.raises(ValueError, match="window_seconds"):
+        RateLimiter(3, 0)
+
+
+def test_a_request_counts_against_the_member_and_the_server_or_neither():
+    clock = FakeClock()
+    limits = RequestLimits(user=RateLimiter(2, 60, clock=clock), server=RateLimiter(5, 50, clock=clock))
+    answered = {user: sum(limits.try_acquire(user, 7) is None for _ in range(4)) for user in (1, 2, 3)}
+    assert answered == {1: 2, 2: 2, 3: 1}  # five for the server in all, at most two each
+    assert limits.try_acquire(1, 7) == Refusal("user", pytest.approx(30))  # user 1's own wait is the longer
+    assert limits.try_acquire(3, 7) == Refusal("server", pytest.approx(10))
+    assert limits.try_acquire(5, 8) is None  # another server has its own allowance
+    clock.now += 10  # one request's worth back for server 7; user 3 still has one left
+    assert limits.try_acquire(3, 7) is None
+    assert limits.try_acquire(4, 7) == Refusal("server", pytest.approx(10))
+
+
+def test_limits_come_from_the_discord_settings():
+    limits = RequestLimits.from_settings(DiscordSettings(user_requests=1, user_window_seconds=30, server_requests=0),
+                                         clock=FakeClock())
+    assert limits.try_acquire(1, 7) is None
+    assert limits.try_acquire(1, 7) == Refusal("user", pytest.approx(30))
+    assert all(limits.try_acquire(user, 7) is None for user in range(2, 200))  # no server limit
 
 
 def test_user_messages_for_refusals_and_none_for_bugs():
     assert "Manage Server" in user_message(NotAdmin("x"))
-    assert "7 s" in user_message(OnCooldown(6.6))
+    assert user_message(RateLimited(Refusal("user", 6.6))) == "Slow down a little: you can ask again in 7 s."
+    assert user_message(RateLimited(Refusal("server", 0.2))) == (
+        "Lots of questions in this server right now: please ask again in 1 s.")
+    with pytest.raises(ValueError, match="scope"):
+        Refusal("channel", 1.0)
     assert user_message(UserError("Bad date.")) == "Bad date."
     assert user_message(RuntimeError("boom")) is None
 
@@ -173,9 +236,13 @@ def test_poller_ingests_due_feeds_off_the_event_loop_and_records_failures(tmp_pa
 
 def test_settings_are_checked_when_loaded():
     assert parse_clock("07:30") == time(7, 30, tzinfo=timezone.utc)
-    for bad in ({"digest_time": "7:3"}, {"digest_time": "25:00"}, {"cooldown_seconds": -1.0},
-                {"api_base": "discord.com"}, {"gateway_url": "https://gateway.test"}):
-        with pytest.raises(ConfigError):
+    for bad, message in (({"digest_time": "7:3"}, "digest_time"), ({"digest_time": "25:00"}, "digest_time"),
+                         ({"user_requests": -1}, "user_requests"), ({"server_requests": -5}, "server_requests"),
+                         ({"user_window_seconds": 0.0}, "user_window_seconds"),
+                         ({"server_window_seconds": -1.0}, "server_window_seconds"),
+                         ({"api_base": "discord.com"}, "api_base"),
+                         ({"gateway_url": "https://gateway.test"}, "gateway_url")):
+        with pytest.raises(ConfigError, match=f"discord.{message}: "):
             DiscordSettings(**bad)
     with pytest.raises(ConfigError):
         FeedsSettings(poll_minutes=0)

@@ -129,3 +129,50 @@ def test_without_a_key_in_the_environment_a_placeholder_is_sent(monkeypatch):
     with FakeOpenAI([Reply("Hi [1].")]) as fake:
         chat(fake.base_url, []).run(MESSAGES)
     assert fake.headers[0]["authorization"] == "Bearer none"
+
+
+def test_reasoning_models_get_max_completion_tokens_and_no_temperature():
+    with FakeOpenAI([Reply("Done [1].")], refuse=("max_tokens", "temperature")) as fake:
+        assert chat(fake.base_url, [], model="o3-mini").run(MESSAGES) == "Done [1]."
+    (request,) = fake.requests
+    assert request["max_completion_tokens"] == 512 and "max_tokens" not in request and "temperature" not in request
+
+
+def test_the_token_limit_can_be_named_explicitly():
+    with FakeOpenAI([Reply("Done [1].")]) as fake:
+        chat(fake.base_url, [], token_limit_param="max_completion_tokens").run(MESSAGES)
+    (request,) = fake.requests
+    assert (request["max_completion_tokens"], request["temperature"]) == (512, 0) and "max_tokens" not in request
+
+
+def test_a_server_refusing_max_tokens_and_temperature_is_asked_again_without_them_and_remembered():
+    sleeps: list[float] = []
+    with FakeOpenAI([Reply("Done [1].")], refuse=("max_tokens", "temperature")) as fake:
+        client = chat(fake.base_url, sleeps, model="reasoner-behind-a-proxy", max_retries=0)
+        assert client.run(MESSAGES) == "Done [1]."
+        assert client.run(MESSAGES) == "Done [1]."
+
+    first, renamed, adapted, later = fake.requests
+    assert (first["max_tokens"], first["temperature"]) == (512, 0)
+    assert renamed["max_completion_tokens"] == 512 and "max_tokens" not in renamed and renamed["temperature"] == 0
+    assert adapted == later and "temperature" not in adapted and adapted["max_completion_tokens"] == 512
+    assert sleeps == []  # a refusal is not a fault to back off from
+
+
+def test_a_refusal_named_only_in_the_message_is_understood():
+    body = b'{"error": {"message": "max_tokens is not supported for this model, use max_completion_tokens"}}'
+    with FakeOpenAI([Reply(status=400, body=body), Reply("Done [1].")]) as fake:
+        assert chat(fake.base_url, []).run(MESSAGES) == "Done [1]."
+    assert "max_completion_tokens" in fake.requests[1] and "max_tokens" not in fake.requests[1]
+
+
+def test_a_refusal_of_an_option_already_dropped_is_a_plain_refusal():
+    with FakeOpenAI([Reply.unsupported("max_tokens")]) as fake:
+        with pytest.raises(LLMError, match="status 400"):
+            chat(fake.base_url, []).run(MESSAGES)
+    assert [("max_tokens" in r, "max_completion_tokens" in r) for r in fake.requests] == [(True, False), (False, True)]
+
+
+def test_an_unknown_token_limit_name_is_refused():
+    with pytest.raises(ValueError, match="token_limit_param"):
+        chat("http://127.0.0.1:9/v1", [], token_limit_param="max_new_tokens")

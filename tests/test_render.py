@@ -178,3 +178,100 @@ def test_headlines_are_links():
 def test_a_reply_refuses_text_over_the_message_limit():
     with pytest.raises(ValueError):
         Reply(content="x" * (MESSAGE_LIMIT + 1))
+
+
+# -- hostile article text: it must neither format the message nor link, ping or break its structure --
+
+HOSTILE = [
+    "```py\nimport os\n```", "> quoted as if the bot said it", ">>> all of this is a quote", "# Heading",
+    "## Smaller heading", "-# subtext", "||spoiler||", "**bold**", "__underline__", "~~struck~~", "*italic*",
+    "back\\slash\\", "\\*pre-escaped*", "@everyone", "@here", "<@&123456789012345678>", "<@123456789012345678>",
+    "<#123456789012345678>", "<t:1700000000:R>", "[click here](https://evil.example/login)",
+    "[3](https://evil.example/fake-source)", "- a list item", "1. a numbered step", "https://evil.example/unfurl",
+]
+# What Discord shows as it is: a backslash escape, a citation marker, a bare URL kept from unfurling.
+_SHOWN_AS_IS = re.compile(r"\\[^0-9A-Za-z\s]|\[\d+(?:,\s*\d+)*\]|<https?://[^\s<>]+>")
+_LINE_MARKUP = re.compile(r"^[ \t]*(?:#|>|-|\*|\d+\.\s)", re.MULTILINE)
+# A link Discord renders: [label](url) or [label](<url>), the "[" not escaped.
+MASKED_LINK = re.compile(r"(?<!\\)\[((?:\\.|[^\\\]])*)\]\(\s*<?(https?://[^)\s>]+)>?\s*\)")
+
+
+def markup_left(text: str) -> list[str]:
+    """What Discord would read as formatting, a link, a mention or a ping in `text`."""
+    found = [m.group().strip() for m in _LINE_MARKUP.finditer(text)]
+    at = 0
+    while at < len(text):
+        kept = _SHOWN_AS_IS.match(text, at)
+        if kept:
+            at = kept.end()
+            continue
+        if text[at] in "*_~|`[]<" or text.startswith(("@everyone", "@here"), at):
+            found.append(text[at : at + 12])
+        at += 1
+    return found
+
+
+def shown(text: str) -> str:
+    """The text a reader sees: escapes consumed, <url> wrappers dropped, the zero-width spaces gone."""
+    text = re.sub(r"\\([^0-9A-Za-z\s])|<(https?://[^\s<>]+)>", lambda m: m.group(1) or m.group(2), text)
+    return text.replace("\u200b", "")
+
+
+def hostile_answer(seed: int, chars: int = 5000) -> str:
+    """Quoted sentences full of markup, citations after each, long enough to be split.
+
+    Each sentence starts with markup, so wherever a split falls, the next message starts with some.
+    """
+    rng = random.Random(seed)
+    sentences, size = [], 0
+    while size < chars:
+        words = [rng.choice(HOSTILE)] + [rng.choice(HOSTILE) if rng.random() < 0.3 else "officials"
+                                         for _ in range(rng.randint(3, 12))]
+        sentence = " ".join(words) + f". [{rng.randint(1, 9)}]" + rng.choice([" ", " ", "\n", "\n\n"])
+        sentences.append(sentence)
+        size += len(sentence)
+    return "".join(sentences).strip()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_quoted_markup_is_shown_as_text_and_the_answer_keeps_its_citations(seed):
+    text = hostile_answer(seed)
+    replies = render_answer(Answer(text, "extractive", [citation(n) for n in range(1, 10)], note="Shown @everyone."))
+    pieces = [r.content for r in replies]
+    assert len(pieces) >= 3 and all(len(p) <= MESSAGE_LIMIT for p in pieces)
+    *body, last = pieces
+    last, note = last.rsplit("\n\n-# ", 1)  # the bot's own subtext line closes the answer
+    assert note == "Shown @\u200beveryone."
+    for piece in [*body, last]:
+        assert markup_left(piece) == [], piece
+        assert not MASKED_LINK.search(piece)
+    assert "".join(shown(" ".join([*body, last])).split()) == "".join(text.split())  # nothing lost or altered
+    assert [m for p in pieces for m in CITATION.findall(p)] == CITATION.findall(text)
+
+
+def test_markup_that_a_split_brings_to_the_start_of_a_message_stays_text():
+    text = "word " * 395 + "end. # Heading, -# subtext and > a quote [1]. 2. Not a list [1]."
+    first, second = (r.content for r in render_answer(Answer(text, "extractive", [citation(1)])))
+    assert first.endswith("end.") and second.startswith("\\# Heading, -# subtext and > a quote [1].")
+    assert markup_left(second) == []
+    listed = render_answer(Answer("word " * 397 + "end. - an item [1].", "extractive", []))
+    assert listed[1].content == "\\- an item [1]."
+
+
+def test_a_citation_marker_cannot_become_a_masked_link():
+    assert safe_text("as reported [1](https://evil.example/x) and [2, 3](https://evil.example/y)") == (
+        "as reported [1]\\(<https://evil.example/x>) and [2, 3]\\(<https://evil.example/y>)")
+
+
+def test_hostile_titles_become_escaped_labels_of_the_bots_own_links():
+    title = "**Big** [click](https://evil.example/t) @everyone ||x|| # y ``` > z"
+    answer = Answer("It happened [1]. Then more [2].", "extractive",
+                    [citation(1, title=title), citation(2, title="Plain", url="https://news.test/b")])
+    description = render_answer(answer)[-1].embed.description
+    lines = description.split("\n")
+    assert [line[:8] for line in lines] == ["**[1]** ", "**[2]** "]
+    assert [url for _, url in MASKED_LINK.findall(description)] == ["https://news.test/a", "https://news.test/b"]
+    label = MASKED_LINK.findall(lines[0])[0][0]
+    assert markup_left(label) == [] and shown(label).startswith(title)
+    (headline,) = render_headlines([(title, "https://news.test/a", "Evil [Wire](https://evil.example)")])
+    assert [url for _, url in MASKED_LINK.findall(headline.content)] == ["https://news.test/a"]

@@ -2,8 +2,9 @@
 
 One module per concern: `client` (the bot, `create_bot`, `run_bot`), `commands` and `admin`
 (slash commands), `ask` (questions in channels and threads), `autocomplete`, `permissions`,
-`cooldown`, `scope` (tenancy), `polling` and `digest` (background work), `replies` and `tree`
-(how replies and errors are sent), `endpoints` (API base and gateway from config).
+`ratelimit`, `scope` (tenancy), `polling` and `digest` (background work), `replies` and `tree`
+(how replies and errors are sent), `streaming` (an LLM answer shown while it is written),
+`endpoints` (API base and gateway from config).
 """
 
 from bot.discordbot.client import NewsBot, create_bot, run_bot

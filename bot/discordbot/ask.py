@@ -2,12 +2,14 @@
 
 An answer to a channel question goes into a thread the bot opens on the question, so the
 conversation has a place. A message in such a thread is a follow-up: it is answered with the
-thread's earlier questions in mind (read back from Discord, so this survives a restart).
+thread's earlier questions in mind (read back from Discord, so this survives a restart). With a
+language model, the answer's message shows the text as it is written, then the checked answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from typing import TYPE_CHECKING
@@ -16,8 +18,9 @@ import discord
 from discord.ext import commands
 
 from bot.discordbot.errors import GENERIC_FAILURE
-from bot.discordbot.replies import send_to
+from bot.discordbot.replies import MessageSlot, send_to
 from bot.discordbot.scope import filters_for
+from bot.discordbot.streaming import StreamingDraft
 from bot.render import clip, render_answer, render_note
 
 if TYPE_CHECKING:
@@ -27,7 +30,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_MESSAGES = 20  # how far back in a thread to look for earlier questions
 HISTORY_QUESTIONS = 5
-COOLDOWN_REACTION = "⏳"
+RATE_LIMITED_REACTION = "⏳"  # over the member's or the server's limit: shown, not spoken, to keep the channel quiet
 
 
 def question_text(content: str, bot_id: int) -> str:
@@ -60,8 +63,8 @@ class ChannelQuestions(commands.Cog):
         question = question_text(message.content, me.id)
         if not question:
             return
-        if self.bot.cooldown.try_acquire(message.author.id):
-            await self._react(message, COOLDOWN_REACTION)
+        if self.bot.limits.try_acquire(message.author.id, message.guild.id):
+            await self._react(message, RATE_LIMITED_REACTION)
             return
         try:
             await self._answer(message, question, follow_up=own_thread)
@@ -71,20 +74,31 @@ class ChannelQuestions(commands.Cog):
 
     async def _answer(self, message: discord.Message, question: str, *, follow_up: bool) -> None:
         history = await self._earlier_questions(message) if follow_up else []
-        filters = filters_for(message.guild.id)
-        async with message.channel.typing():
-            answer = await asyncio.to_thread(self.bot.service.ask, question, filters=filters, history=history)
-        replies = render_answer(answer)
+        work = functools.partial(self.bot.service.ask, question, filters=filters_for(message.guild.id), history=history)
+        slot = await self._slot(message, question, follow_up=follow_up)
+        try:
+            async with slot.channel.typing():
+                if self.bot.service.llm is None:  # extractive answers are instant: nothing to show before
+                    answer = await asyncio.to_thread(work)
+                else:
+                    async with StreamingDraft(slot.run, interval=self.bot.config.discord.draft_edit_seconds) as draft:
+                        answer = await asyncio.to_thread(work, on_text=draft.push)
+        except Exception:
+            if slot.message is not None:  # an unchecked draft must not stand as the answer
+                await slot.message.delete()
+            raise
+        await slot.run(render_answer(answer))
+
+    async def _slot(self, message: discord.Message, question: str, *, follow_up: bool) -> MessageSlot:
+        """Where the answer goes: the thread the question is in, else a thread opened on it, else beside it."""
         if isinstance(message.channel, discord.Thread):
-            await send_to(message.channel, replies, reference=None if follow_up else message)
-            return
+            return MessageSlot(message.channel, reference=None if follow_up else message)
         try:
             thread = await message.create_thread(name=thread_name(question))
         except discord.HTTPException:
             log.warning("could not open a thread on message %s; answering in the channel", message.id, exc_info=True)
-            await send_to(message.channel, replies, reference=message)
-        else:
-            await send_to(thread, replies)
+            return MessageSlot(message.channel, reference=message)
+        return MessageSlot(thread)
 
     async def _earlier_questions(self, message: discord.Message) -> list[str]:
         """The thread's opening question and members' later messages before this one, oldest first."""

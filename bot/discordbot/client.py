@@ -17,10 +17,10 @@ from bot.config import Config
 from bot.discordbot.admin import AdminCommands
 from bot.discordbot.ask import ChannelQuestions
 from bot.discordbot.commands import MemberCommands
-from bot.discordbot.cooldown import Cooldown
 from bot.discordbot.digest import DailyDigest, parse_clock
 from bot.discordbot.endpoints import point_at
 from bot.discordbot.polling import FeedPolling
+from bot.discordbot.ratelimit import RequestLimits
 from bot.discordbot.tree import NewsTree
 from bot.feeds import Feed, FeedRegistry
 
@@ -49,7 +49,7 @@ class NewsBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(), guild_ready_timeout=guild_ready_timeout,
         )
         self.config, self.service, self.feeds = config, service, feeds
-        self.cooldown = Cooldown(config.discord.cooldown_seconds)
+        self.limits = RequestLimits.from_settings(config.discord)
 
     async def setup_hook(self) -> None:
         await self.add_cog(MemberCommands(self))

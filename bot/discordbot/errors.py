@@ -6,7 +6,12 @@ line, logged at INFO) or a bug (the user gets a generic apology, the log gets th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from discord import app_commands
+
+if TYPE_CHECKING:
+    from bot.discordbot.ratelimit import Refusal
 
 
 class UserError(Exception):
@@ -17,12 +22,12 @@ class NotAdmin(app_commands.CheckFailure):
     """The command is for server managers and the configured admin role only."""
 
 
-class OnCooldown(app_commands.CheckFailure):
-    """The user asked again before their cooldown ran out."""
+class RateLimited(app_commands.CheckFailure):
+    """Over the member's own rate limit or the server's, as `refusal` says."""
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"on cooldown for {retry_after:.1f} s")
-        self.retry_after = retry_after
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(f"{refusal.scope} rate limit: retry in {refusal.retry_after:.1f} s")
+        self.refusal = refusal
 
 
 GENERIC_FAILURE = "Sorry, that didn't work: something went wrong on my side. The details are in the bot's log."
@@ -36,8 +41,11 @@ def user_message(error: BaseException) -> str | None:
         return str(error)
     if isinstance(error, NotAdmin):
         return "Only members with **Manage Server** (or the bot's admin role) can do that."
-    if isinstance(error, OnCooldown):
-        return f"Slow down a little: you can ask again in {max(1, round(error.retry_after))} s."
+    if isinstance(error, RateLimited):
+        seconds = max(1, round(error.refusal.retry_after))
+        if error.refusal.scope == "server":
+            return f"Lots of questions in this server right now: please ask again in {seconds} s."
+        return f"Slow down a little: you can ask again in {seconds} s."
     if isinstance(error, app_commands.NoPrivateMessage):
         return "This command works in servers only."
     if isinstance(error, app_commands.CheckFailure):

@@ -1,7 +1,7 @@
-"""Sending rendered replies: every message the bot sends goes through here.
+"""Sending rendered replies: every message the bot sends or edits goes through here.
 
-One place that passes `AllowedMentions.none()` on every send (besides the bot-wide default), so a
-question or an article that says @everyone can never ping anyone.
+One place that passes `AllowedMentions.none()` on every send and edit (besides the bot-wide
+default), so a question or an article that says @everyone can never ping anyone.
 """
 
 from __future__ import annotations
@@ -27,6 +27,14 @@ async def send_followups(
             content=reply.content or None, embed=reply.embed if reply.embed is not None else discord.utils.MISSING,
             ephemeral=ephemeral, allowed_mentions=NO_MENTIONS, wait=True,
         )
+
+
+async def edit_original(interaction: discord.Interaction, replies: Sequence[Reply]) -> None:
+    """Replies in place of the deferred "thinking…" or of a draft shown there: the first edits it, the rest follow."""
+    first = replies[0]
+    await interaction.edit_original_response(content=first.content or None, embed=first.embed,
+                                             allowed_mentions=NO_MENTIONS)
+    await send_followups(interaction, replies[1:])
 
 
 async def send_note(interaction: discord.Interaction, text: str) -> None:
@@ -60,3 +68,25 @@ async def send_to(
             )
         )
     return sent
+
+
+class MessageSlot:
+    """Where the answer to a channel question goes: posted on first use, edited in place after.
+
+    A draft of a language model's answer takes the slot first; the checked answer then replaces it
+    instead of arriving as a second message.
+    """
+
+    def __init__(self, channel: discord.abc.Messageable, *, reference: discord.Message | None = None) -> None:
+        self.channel = channel
+        self.reference = reference
+        self.message: discord.Message | None = None
+
+    async def run(self, replies: Sequence[Reply]) -> None:
+        """The first reply posted in the slot (answering `reference`) or edited into it; the rest after it."""
+        first = replies[0]
+        if self.message is None:
+            (self.message,) = await send_to(self.channel, [first], reference=self.reference)
+        else:
+            await self.message.edit(content=first.content or None, embed=first.embed, allowed_mentions=NO_MENTIONS)
+        await send_to(self.channel, replies[1:])

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from bot.discordbot.errors import UserError
 from bot.feeds import guild_collection
+from bot.render import safe_text
 from index.article import DEFAULT_COLLECTION
 from index.retrieve import SearchFilters
 from index.timefilter import parse_since
@@ -29,6 +30,7 @@ def filters_for(
         try:
             start = parse_since(since, now=now)
         except ValueError as exc:
-            raise UserError(str(exc).capitalize()) from None
+            # The message quotes what the member typed: made inert like any text the bot did not write.
+            raise UserError(safe_text(str(exc).capitalize())) from None
     outlets = (source.strip(),) if source and source.strip() else ()
     return SearchFilters(since=start, outlets=outlets, collections=collections_for(guild_id))

@@ -6,6 +6,7 @@ the digest of the period (the last 24 hours unless `since` says otherwise).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bot.answer_types import Answer
@@ -18,9 +19,13 @@ if TYPE_CHECKING:
 
 
 def summarize(
-    service: NewsService, *, filters: SearchFilters, topic: str | None = None, article: str | None = None
+    service: NewsService, *, filters: SearchFilters, topic: str | None = None, article: str | None = None,
+    on_text: Callable[[str], None] | None = None,
 ) -> Answer:
-    """Blocking: call it through asyncio.to_thread. `filters` carry the server's collections."""
+    """Blocking: call it through asyncio.to_thread. `filters` carry the server's collections.
+
+    `on_text` sees a language model's topic summary grow; the other two are extractive and instant.
+    """
     if article and article.strip():
         rows = service.titles(article.strip(), collections=filters.collections, limit=25)
         article_id = pick_article(rows, article)
@@ -28,5 +33,5 @@ def summarize(
             raise UserError("No article with that title here; pick one from the list as you type.")
         return service.summarize_article(article_id)
     if topic and topic.strip():
-        return service.summarize_topic(topic, filters=filters)
+        return service.summarize_topic(topic, filters=filters, on_text=on_text)
     return service.digest(filters=filters)

@@ -1,4 +1,5 @@
-"""A small Discord API emulator for end-to-end tests of the real, unpatched discord.py client.
+"""A small Discord API emulator for end-to-end tests and load measurements of the real, unpatched
+discord.py client (tests/test_discord_bot.py and `newsdesk bench`'s discord_load section).
 
 It serves the REST API and the gateway websocket on 127.0.0.1 (see ../shared/notes/discord-emulator.md),
 in its own thread with its own event loop, so the bot's event loop is measured on its own. It
@@ -347,6 +348,15 @@ class DiscordEmulator:
             case "GET", ["channels", channel_id, "messages", message_id]:
                 found = [m for m in self.messages_in(channel_id) if m["id"] == message_id]
                 return (200, found[0]) if found else (404, {"message": "Unknown Message", "code": 10008})
+            case "PATCH", ["channels", channel_id, "messages", message_id]:
+                edited = self._edit(int(channel_id), message_id, body)
+                return (200, edited) if edited else (404, {"message": "Unknown Message", "code": 10008})
+            case "DELETE", ["channels", channel_id, "messages", message_id]:
+                with self._lock:
+                    stored = self.messages.get(int(channel_id), [])
+                    kept = [m for m in stored if m["id"] != message_id]
+                    self.messages[int(channel_id)] = kept
+                return (204, None) if len(kept) < len(stored) else (404, {"message": "Unknown Message", "code": 10008})
             case "POST", ["channels", channel_id, "messages", message_id, "threads"]:
                 thread = self._open_thread(int(channel_id), int(message_id), body["name"])
                 await self._dispatch("THREAD_CREATE", {**thread, "newly_created": True})
@@ -411,6 +421,16 @@ class DiscordEmulator:
         if store:
             self._store(message)
         return message
+
+    def _edit(self, channel_id: int, message_id: str, body: dict) -> dict | None:
+        """A stored message with the edited fields replaced, as Discord returns it; None if there is none."""
+        with self._lock:
+            for message in self.messages.get(channel_id, []):
+                if message["id"] == message_id:
+                    message.update({k: v for k, v in body.items() if k in ("content", "embeds", "flags")},
+                                   edited_timestamp=_now())
+                    return dict(message)
+        return None
 
     def _store(self, message: dict) -> None:
         with self._lock:
