@@ -21,7 +21,7 @@ from bot.answer_types import Answer
 from bot.config import Config
 from bot.extractive import ExtractiveAnswerer
 from bot.summarize import ArticleSummarizer, DigestWriter, TopicSummarizer
-from index.article import DEFAULT_COLLECTION
+from index.article import DEFAULT_COLLECTION, normalize_text
 from index.chunk import Chunker
 from index.embed import Embedder, load_embedder
 from index.ingest import Ingestor, IngestReport
@@ -33,6 +33,12 @@ from index.timefilter import time_filter_in
 log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 1000
+
+
+def clean_question(text: str) -> str:
+    """A question on one line, normalized as stored text is: a zero-width space inside "NA\u200bTO"
+    must not hide the word from the index, and a question of invisible characters is empty."""
+    return " ".join(normalize_text(text).split())
 
 
 @dataclass(frozen=True)
@@ -108,13 +114,14 @@ class NewsService:
         return SourceLoader(
             Fetcher(limits), max_feed_items=fetch.max_feed_items, fetch_linked_pages=fetch.fetch_linked_pages,
             is_known=self.store.has_article, local_files=local_files,  # a poll skips pages already held
+            max_file_bytes=fetch.max_page_bytes,  # a page or feed on disk is bounded like one fetched (JSONL streams)
         )
 
     # -- questions -------------------------------------------------------------------------------
 
     def retrieve(self, query: str, *, filters: SearchFilters | None = None, k: int | None = None,
                  mode: str = RetrievalMode.HYBRID) -> list[Hit]:
-        return self.retrievers[mode].run(query[:MAX_QUESTION_CHARS], filters=filters, k=k)
+        return self.retrievers[mode].run(clean_question(query)[:MAX_QUESTION_CHARS], filters=filters, k=k)
 
     def ask(
         self,
@@ -126,7 +133,7 @@ class NewsService:
         on_text: Callable[[str], None] | None = None,
     ) -> Answer:
         """A cited answer. `history` holds earlier questions of the conversation, newest last."""
-        question = " ".join(question.split())
+        question = clean_question(question)
         if not question:
             raise ValueError("Ask a question, e.g. “What happened in Iraq this week?”")
         started = time.perf_counter()
@@ -164,7 +171,7 @@ class NewsService:
 
     def summarize_topic(self, topic: str, *, filters: SearchFilters | None = None,
                         on_text: Callable[[str], None] | None = None) -> Answer:
-        topic = " ".join(topic.split())
+        topic = clean_question(topic)
         if not topic:
             raise ValueError("Name a topic to summarize.")
         started = time.perf_counter()

@@ -22,20 +22,24 @@ def utcnow() -> datetime:
 
 
 def normalize_text(text: str) -> str:
-    """Unicode NFC, invisible characters removed, runs of spaces collapsed; paragraphs kept.
+    """Unicode NFC, invisible and control characters removed, runs of spaces collapsed; paragraphs kept.
 
     Zero-width and bidi control characters are dropped because they hide words from the lexical
-    index and can reorder what a Discord user sees.
+    index and can reorder what a Discord user sees. Other control characters (ESC, BEL, NUL, the
+    C1 range) become spaces: a title carrying a terminal escape sequence must not reach a terminal
+    through `newsdesk search`, and they are not text anyway.
     """
     text = unicodedata.normalize("NFC", text)
     text = _INVISIBLE.sub("", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\xa0", " ")
+    text = _CONTROL.sub(" ", text)
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     text = "\n".join(lines)
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 
 _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\u00ad]")
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # C0 and C1 controls but tab, newline, VT, FF, CR
 _SPACES = re.compile(r"[ \t\f\v]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 

@@ -4,7 +4,8 @@ SQLite is the source of truth: it holds articles, chunks, the BM25 postings (FTS
 vector (the embedding cache). The FAISS file is derived data, written under a new generation
 number before the SQLite transaction that names that generation commits. A crash at any moment
 therefore leaves either the old generation or the new one; a FAISS file that SQLite does not name
-is debris and is deleted on open, and a missing or stale one is rebuilt from the stored vectors.
+is debris and is deleted on open (unless a writer is at work: then it may be that writer's next
+generation), and a missing or stale one is rebuilt from the stored vectors.
 
 One writer at a time (a lock file guards it across processes); readers use their own
 connections in WAL mode and never see a half-written batch.
@@ -132,7 +133,7 @@ class NewsStore:
         with self._connect() as db:
             db.executescript(_SCHEMA)
             self._check_model(db)
-        self._remove_debris()
+        self._remove_debris_unless_writing()
 
     # -- connections -------------------------------------------------------------------------
 
@@ -168,10 +169,25 @@ class NewsStore:
         return self.dir / f"vectors-{generation}.faiss"
 
     def _remove_debris(self) -> None:
+        """Delete the FAISS files SQLite does not name. Only with the write lock held: a writer's
+        next generation is not named until its commit, and is not debris while it is at work."""
         current = self._faiss_path(self.generation()).name
         for path in self.dir.glob("vectors-*.faiss*"):
             if path.name != current:
                 path.unlink(missing_ok=True)
+
+    def _remove_debris_unless_writing(self) -> None:
+        """On open: what a writer killed mid-commit left, unless a writer (this process or another)
+        is at work now; a `newsdesk stats` started during a bot's commit must not delete its files."""
+        lock = open(self.dir / "write.lock", "w")
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            self._remove_debris()
+        finally:
+            lock.close()  # which releases the lock
 
     # -- the vector index ----------------------------------------------------------------------
 

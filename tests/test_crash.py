@@ -1,49 +1,205 @@
-"""A SIGKILL at any moment of an ingest leaves FAISS, BM25 and SQLite in agreement, and a re-run completes it."""
+"""SIGKILL at any moment of an ingest or a feed poll leaves FAISS, BM25 and SQLite in agreement,
+with every article either whole or absent, and a re-run completes the work.
 
+The workers (crash_worker.py) run in child processes with the fake embedder, so an ingest of a few
+hundred articles takes about a second and a kill can land anywhere in it: while embedding, while
+writing a FAISS generation, between that and the SQLite commit, or after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
 import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from test_store_ingest import consistent
+import pytest
 
+from crash_worker import chunker, stories, story_text
 from fakes import FakeEmbedder
+from http_fixture import LocalHTTPServer
+from index_invariants import check_index
+
+from bot.feeds import FeedRegistry
+from index.article import make_article_id
+from index.chunk import Chunker
+from index.ingest import Ingestor
 from index.store import NewsStore
 
 WORKER = Path(__file__).with_name("crash_worker.py")
-ARTICLES = 1500
+ARTICLES = 300
+MIN_KILLS = 20
+POLL_KILLS = 10
+EMBEDDER = FakeEmbedder()
+CHUNKER = chunker(EMBEDDER)
 
 
-def test_killed_ingest_leaves_a_consistent_index_and_resumes(tmp_path):
-    folder = tmp_path / "data"
-    rng = random.Random(2)
-    kills = 0
-    for _ in range(6):
-        child = subprocess.Popen([sys.executable, str(WORKER), str(folder), str(ARTICLES)], stdout=subprocess.PIPE)
-        assert child.stdout.readline() == b"ready\n"
-        time.sleep(rng.uniform(0.0, 1.0))
-        if child.poll() is None:
-            child.send_signal(signal.SIGKILL)
+def check(folder: Path) -> dict[str, int]:
+    return check_index(folder, chunker=CHUNKER, model_name=EMBEDDER.name, dim=EMBEDDER.dim)
+
+
+class Worker:
+    """crash_worker.py serve: each job runs in a forked child, killed DELAY seconds after it is ready."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        with log.open("w") as stderr:
+            self.process = subprocess.Popen([sys.executable, str(WORKER), "serve"], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=stderr, text=True)
+        assert self.process.stdout.readline() == "serving\n", log.read_text()
+
+    def run(self, delay: float, *job: str | Path) -> dict:
+        """{"killed", "exit", "output"} of one job; a negative delay lets it finish."""
+        assert not any(" " in str(arg) for arg in job)
+        self.process.stdin.write(" ".join([f"{delay:.3f}", *map(str, job)]) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        assert line, self.log.read_text()
+        result = json.loads(line)
+        assert result["exit"] == (-signal.SIGKILL if result["killed"] else 0), (result, self.log.read_text())
+        return result
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def worker(tmp_path):
+    worker = Worker(tmp_path / "worker.log")
+    yield worker
+    worker.close()
+
+
+def test_killed_ingests_leave_a_consistent_index_and_resume(tmp_path, worker):
+    rng = random.Random(6)
+    source = {article.id for article in stories(ARTICLES)}
+    kills = rounds = mid_commit = 0
+    while kills < MIN_KILLS:
+        # A round: kill the same ingest again and again until a run gets to finish it.
+        folder = tmp_path / f"round-{rounds}"
+        held: set[str] = set()
+        for _ in range(50):
+            result = worker.run(rng.uniform(0.0, 0.5), "ingest", folder, ARTICLES)
+            if not result["killed"]:
+                break
             kills += 1
-        child.wait(timeout=30)
-        embedder = FakeEmbedder()
-        store = NewsStore(folder, model_name=embedder.name, dim=embedder.dim)
-        articles, chunks = consistent(store)
-        assert articles <= ARTICLES
-        # No article is half indexed: every stored article has all its chunks.
-        partial = store.db.execute(
-            "SELECT count(*) FROM articles a WHERE (SELECT count(*) FROM chunks c WHERE c.article = a.rowid) = 0"
-        ).fetchone()[0]
-        assert partial == 0
-        leftovers = [p.name for p in folder.glob("*.tmp")]
-        assert leftovers == [] or all(p.startswith("vectors-") for p in leftovers)
-    assert kills >= 3, "the ingest finished before it could be killed; make it longer"
-    finished = subprocess.run(
-        [sys.executable, str(WORKER), str(folder), str(ARTICLES)], capture_output=True, text=True, timeout=300, check=True
-    )
-    added, duplicates = map(int, finished.stdout.split()[1:])
-    store = NewsStore(folder, model_name="fake-bow", dim=64)
-    assert consistent(store)[0] == ARTICLES
-    assert added + duplicates == ARTICLES
+            mid_commit += len(list(folder.glob("vectors-*"))) > 1  # a generation written but not committed
+            found = check(folder)
+            assert set(found) <= source, "an article that was never in the source"
+            assert held <= set(found), "a committed article was lost"
+            held = set(found)
+        else:
+            raise AssertionError("the ingest never finished after 50 restarts")
+        ready, added, duplicates, failed = result["output"].split()
+        assert (ready, failed) == ("ready", "0")
+        assert int(added) == ARTICLES - len(held) and int(duplicates) == len(held)
+        assert set(check(folder)) == source
+        rounds += 1
+    again = worker.run(-1, "ingest", folder, ARTICLES)
+    assert again["output"].split() == ["ready", "0", str(ARTICLES), "0"]  # nothing lost, nothing twice
+    assert set(check(folder)) == source
+    print(f"\n{kills} kills in {rounds} rounds of a {ARTICLES}-article ingest, {mid_commit} between a FAISS "
+          "write and its SQLite commit")
+
+
+@pytest.mark.parametrize("moment", ["while the next generation is written", "before SQLite names it"])
+def test_a_store_opened_during_a_commit_leaves_the_writers_files_alone(tmp_path, monkeypatch, moment):
+    """Another process opening the index (`newsdesk stats` while the bot ingests) once took the
+    writer's next FAISS generation for debris and deleted it: the commit failed, or committed a
+    generation whose file was gone."""
+    real_replace = os.replace
+
+    def replace(source, target):
+        if moment == "before SQLite names it":
+            real_replace(source, target)
+        NewsStore(tmp_path, model_name=EMBEDDER.name, dim=EMBEDDER.dim)  # opened meanwhile
+        if moment != "before SQLite names it":
+            real_replace(source, target)
+
+    store = NewsStore(tmp_path, model_name=EMBEDDER.name, dim=EMBEDDER.dim)
+    monkeypatch.setattr(os, "replace", replace)
+    report = Ingestor(store, EMBEDDER, chunker=CHUNKER).run(stories(5))
+    monkeypatch.undo()
+    assert len(report.added) == 5
+    assert set(check(tmp_path)) == {article.id for article in stories(5)}
+
+
+def feed(number: int, base: str, items: int) -> str:
+    """An RSS feed whose odd items are teasers: their page is fetched from `base` during the poll."""
+    entries = []
+    for i in range(items):
+        link = f"{base}/story/{number}/{i}"
+        text = story_text(f"feed-{number}-{i}", 5) if i % 2 == 0 else f"Teaser {number}-{i}."
+        entries.append(f"<item><title>Feed {number} item {i}</title><link>{link}</link><guid>{link}</guid>"
+                       f"<pubDate>Mon, 05 Jan 2026 08:{i % 60:02d}:00 +0000</pubDate>"
+                       f"<description>{text}</description></item>")
+    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Feed {number}</title>'
+            f"<link>{base}/</link>{''.join(entries)}</channel></rss>")
+
+
+def page(number: int, i: int) -> str:
+    paragraphs = "".join(f"<p>{story_text(f'page-{number}-{i}-{p}', 3)}</p>" for p in range(3))
+    return (f"<html><head><title>Feed {number} item {i}</title></head><body><article>"
+            f"<h1>Feed {number} item {i}</h1>{paragraphs}</article></body></html>")
+
+
+def test_a_bot_killed_while_polling_feeds_leaves_a_consistent_index(tmp_path, worker):
+    rng = random.Random(7)
+    feeds, items = 4, 60
+    # The chunker NewsService builds for the fake embedder (bot/service.py): its window less headroom.
+    service_chunker = Chunker(EMBEDDER.count_tokens, max_tokens=min(200, EMBEDDER.max_tokens - 32))
+    data = tmp_path / "data"
+    config = tmp_path / "feeds.json"
+
+    def indexed() -> set[str]:
+        return set(check_index(data, chunker=service_chunker, model_name=EMBEDDER.name, dim=EMBEDDER.dim))
+
+    def polled() -> dict[str, tuple]:
+        return {f.url: (f.last_polled, f.last_error) for f in FeedRegistry.in_data_dir(data).feeds()}
+
+    with LocalHTTPServer() as server:
+        urls = [server.url(f"/feed/{n}.xml") for n in range(feeds)]
+        config.write_text(json.dumps({"feeds": urls}))
+        for n in range(feeds):
+            for i in range(1, items, 2):
+                server.add(f"/story/{n}/{i}", page(n, i))
+
+        def publish(count: int) -> dict[str, set[str]]:
+            """The feeds with their first `count` items; returns the ids each one holds."""
+            for n, url in enumerate(urls):
+                server.add(f"/feed/{n}.xml", feed(n, server.base_url, count), content_type="application/rss+xml")
+            return {url: {make_article_id(url=f"{server.base_url}/story/{n}/{i}") for i in range(count)}
+                    for n, url in enumerate(urls)}
+
+        kills = partial = 0
+        held: set[str] = set()
+        before = {}
+        for k in range(POLL_KILLS):
+            # New items appear between runs, so every run has news to ingest when the kill comes.
+            published = publish(items * (k + 1) // POLL_KILLS)
+            result = worker.run(rng.uniform(0.0, 0.8), "poll", tmp_path, config)
+            assert result["killed"], "the poller stopped by itself"
+            kills += 1
+            found = indexed()
+            everything = set().union(*published.values())
+            assert found <= everything and held <= found
+            partial += not everything <= found
+            held = found
+            # A feed polled in this run, without error, has every item it served indexed.
+            after = polled()
+            for url, (when, error) in after.items():
+                if when is not None and error is None and before.get(url, (None,))[0] != when:
+                    assert published[url] <= found, url
+            before = after
+        published = publish(items)
+        done = worker.run(-1, "poll", tmp_path, config, "--once")
+        results = json.loads(done["output"].splitlines()[-1])
+        assert [error for _, _, error in results] == [None] * feeds
+        assert indexed() == set().union(*published.values())
+    assert kills == POLL_KILLS
+    print(f"\n{kills} kills while polling, {partial} of them before the poll had ingested all it was served")

@@ -1,0 +1,98 @@
+"""What a data folder must look like after any crash: FAISS, BM25 (FTS5) and SQLite in exact agreement.
+
+`check_index` reads the folder as a restarted process would, but first inspects the FAISS file of
+the committed generation as it lies on disk: opening a NewsStore would silently rebuild a missing
+or stale file from the stored vectors, which is the recovery path, not proof that the commit
+protocol held. Every article is rechunked with the same Chunker, so "all its chunks" means the
+exact spans the ingest would have written, not just "at least one".
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from index.article import Article, content_hash
+from index.chunk import Chunker
+from index.ingest import embed_text
+from index.store import NewsStore
+
+
+def check_index(folder: str | Path, *, chunker: Chunker, model_name: str, dim: int) -> dict[str, int]:
+    """Asserts that the index in `folder` is whole and consistent; returns {article id: chunks}."""
+    folder = Path(folder)
+    with closing(sqlite3.connect(folder / "news.sqlite3")) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        # FTS5 verifies its postings against its stored rows; it raises if they disagree.
+        db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES('integrity-check')")
+        generation = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+        articles = db.execute("SELECT rowid, id, title, text FROM articles").fetchall()
+        chunks = db.execute("SELECT id, article, ordinal, start, end, embed_hash FROM chunks ORDER BY article, ordinal")
+        chunks = chunks.fetchall()
+        fts = {rowid: (title, body) for rowid, title, body in db.execute("SELECT rowid, title, body FROM chunks_fts")}
+        vectors = dict(db.execute("SELECT hash, vector FROM vectors WHERE model = ?", (model_name,)).fetchall())
+        orphans = {
+            table: db.execute(
+                f"SELECT count(*) FROM {table} t LEFT JOIN articles a ON a.rowid = t.article WHERE a.rowid IS NULL"
+            ).fetchone()[0]
+            for table in ("chunks", "lsh", "article_collections", "also_reported")
+        }
+        without_collection = db.execute(
+            "SELECT count(*) FROM articles a "
+            "WHERE NOT EXISTS (SELECT 1 FROM article_collections c WHERE c.article = a.rowid)"
+        ).fetchone()[0]
+        bands = {n for (n,) in db.execute("SELECT (SELECT count(*) FROM lsh WHERE article = a.rowid) FROM articles a")}
+    assert orphans == dict.fromkeys(orphans, 0), orphans
+    assert without_collection == 0
+    assert len(bands) <= 1 and 0 not in bands, f"articles with different numbers of LSH keys: {bands}"
+
+    # BM25: exactly one posting row per chunk, holding that chunk's title and text.
+    chunk_ids = [c[0] for c in chunks]
+    assert set(fts) == set(chunk_ids), "FTS rows and chunks differ"
+
+    # FAISS: the committed generation's file exists and holds exactly the chunks, with their vectors.
+    faiss_files = sorted(p.name for p in folder.glob("vectors-*.faiss"))
+    path = folder / f"vectors-{generation}.faiss"
+    if generation == 0:
+        assert not chunk_ids, "chunks committed without a vector index generation"
+    else:
+        assert path.exists(), f"generation {generation} committed but {path.name} is missing ({faiss_files})"
+        index = faiss.read_index(str(path))
+        ids = faiss.vector_to_array(index.id_map)
+        assert len(ids) == len(set(ids.tolist())), "a chunk is in FAISS twice"
+        assert sorted(ids.tolist()) == sorted(chunk_ids), "FAISS ids and chunks differ"
+        stored = faiss.downcast_index(index.index).reconstruct_n(0, index.ntotal)
+        by_id = dict(zip(ids.tolist(), stored))
+        hash_of = {c[0]: c[5] for c in chunks}
+        for chunk_id, vector in by_id.items():
+            expected = np.frombuffer(vectors[hash_of[chunk_id]], dtype=np.float32)
+            assert np.array_equal(vector, expected), f"chunk {chunk_id}: FAISS vector differs from SQLite's"
+
+    # Every article is whole: exactly the chunks the chunker makes of its text, each with its vector.
+    by_article: dict[int, list[tuple]] = {}
+    for chunk in chunks:
+        by_article.setdefault(chunk[1], []).append(chunk)
+    assert set(by_article) == {a[0] for a in articles}, "an article without chunks"
+    found: dict[str, int] = {}
+    for rowid, article_id, title, text in articles:
+        article = Article(id=article_id, title=title, text=text)
+        expected = chunker.run(article)
+        stored = by_article[rowid]
+        assert [c[2] for c in stored] == list(range(len(expected))), f"{article_id}: chunk ordinals"
+        assert [(c[3], c[4]) for c in stored] == [(e.start, e.end) for e in expected], f"{article_id}: chunk spans"
+        for chunk, want in zip(stored, expected):
+            assert chunk[5] == content_hash(model_name + "\x00" + embed_text(article, want.text))
+            assert chunk[5] in vectors, f"{article_id}: chunk {chunk[2]} has no vector"
+            assert fts[chunk[0]] == (title, want.text), f"{article_id}: FTS row differs from the chunk"
+        found[article_id] = len(stored)
+
+    # Restart: opening the store leaves only the committed generation's file, and loads it as is.
+    store = NewsStore(folder, model_name=model_name, dim=dim)
+    leftovers = sorted(p.name for p in folder.glob("vectors-*"))
+    assert leftovers == ([path.name] if generation else []), leftovers
+    assert store.vector_index().ntotal == len(chunk_ids)
+    return found
