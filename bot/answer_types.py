@@ -5,8 +5,21 @@ One `Citation` type and one `Answer` type, so every front end shows the same sou
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+
+_MARKER = re.compile(r"\[(\d+)\]")
+
+
+def cited(quote: str, *numbers: int) -> str:
+    """A quoted sentence followed by its citation marks.
+
+    A bracketed number in the article's own text (a footnote, "[2]") would read as one of the
+    answer's citations, pointing at the wrong source; it is shown in parentheses instead.
+    """
+    marks = "".join(f"[{n}]" for n in numbers)
+    return _MARKER.sub(r"(\1)", quote) + " " + marks
 
 
 def source_label(title: str, outlet: str | None, published: datetime | None) -> str:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bot.answer_types import Answer, Citation
+from bot.answer_types import Answer, Citation, cited
 from index.article import ArticleMeta
 from index.retrieve import STOPWORDS, Hit, query_terms
 from index.sentences import sentence_spans
@@ -120,7 +120,15 @@ class CitationBook:
 
 
 class ExtractiveAnswerer:
-    """Scores candidate sentences by the question's weighted words and the passage's rank."""
+    """Scores candidate sentences by the question's weighted words, the passage's rank and news position.
+
+    The weights were fitted on newsqa dev (a logistic regression over these features, rounded):
+    coverage of the question's rarer words matters most, then the rank of the passage the sentence
+    came from; an answer-type cue the question itself lacks ("who" and a name that isn't in the
+    question) and a place near the top of the story add a little.
+    """
+
+    COVERAGE, RANK, CUE, LEDE, DEPTH = 1.0, 1.6, 0.25, 0.15, 0.15
 
     def __init__(self, *, max_sentences: int = 3, max_words: int = 60, min_coverage: float = 0.3) -> None:
         if max_sentences < 1 or max_words < 10:
@@ -132,27 +140,17 @@ class ExtractiveAnswerer:
         sentences = candidate_sentences(hits)
         if not terms or not sentences:
             return Answer(text=NOT_FOUND, mode="extractive", citations=[], found=False)
-        stems = [content_stems(s.text) for s in sentences]
-        # Rarer words among the candidates carry more of the question's meaning.
-        idf = {t: math.log(1 + len(sentences) / (1 + sum(t in st for st in stems))) for t in terms}
-        total = sum(idf.values())
-        cue = answer_cue(question)
-        scored = []
-        for sentence, sentence_stems in zip(sentences, stems):
-            coverage = sum(w for t, w in idf.items() if t in sentence_stems) / total
-            prior = 1.0 / (2 + sentence.rank)
-            bonus = 0.15 if cue is not None and cue.search(sentence.text) else 0.0
-            scored.append((coverage + 0.5 * prior + bonus, coverage, sentence))
-        scored.sort(key=lambda item: item[0], reverse=True)
+        scored = self._score(question, terms, sentences)
         best_coverage = max(c for _, c, _ in scored)
         if best_coverage < self.min_coverage:
             return Answer(text=NOT_FOUND, mode="extractive", citations=[], found=False)
+        # The best sentences that fit the word budget: on newsqa dev, filling it finds the answer
+        # more often (.53 against .51) than stopping at the first clear winner.
         picked: list[Sentence] = []
         words = 0
-        top = scored[0][0]
-        for score, coverage, sentence in scored:
+        for _, _, sentence in scored:
             n = len(sentence.text.split())
-            if picked and (score < 0.6 * top or words + n > self.max_words):
+            if picked and words + n > self.max_words:
                 continue
             if any(sentence_overlap(sentence.text, p.text) > 0.6 for p in picked):
                 continue  # near-repeat of a picked sentence, e.g. the lede restated
@@ -161,8 +159,38 @@ class ExtractiveAnswerer:
             if len(picked) == self.max_sentences or words >= self.max_words:
                 break
         book = CitationBook()
-        parts = [f"{s.text} [{book.cite(s.article, s.text)}]" for s in picked]
+        parts = [cited(s.text, book.cite(s.article, s.text)) for s in picked]
         return Answer(text=" ".join(parts), mode="extractive", citations=book.citations)
+
+    def _score(self, question: str, terms: set[str], sentences: list[Sentence]) -> list[tuple[float, float, Sentence]]:
+        """(score, coverage, sentence), best first."""
+        stems = [content_stems(s.text) for s in sentences]
+        # Rarer words among the candidates carry more of the question's meaning.
+        idf = {t: math.log(1 + len(sentences) / (1 + sum(t in st for st in stems))) for t in terms}
+        total = sum(idf.values())
+        coverages = [sum(w for t, w in idf.items() if t in st) / total for st in stems]
+        best = max(coverages) or 1.0
+        cue = answer_cue(question)
+        asked = content_stems(question)
+        scored = []
+        for sentence, coverage in zip(sentences, coverages):
+            score = (self.COVERAGE * coverage / best + self.RANK / (2 + sentence.rank)
+                     + self.CUE * _new_cue(cue, sentence.text, asked)
+                     + self.LEDE * (sentence.start < _LEDE_CHARS)
+                     - self.DEPTH * math.log1p(sentence.start / 200))
+            scored.append((score, coverage, sentence))
+        scored.sort(key=lambda item: item[0], reverse=True)
+        return scored
+
+
+_LEDE_CHARS = 250  # a story's first sentence or two
+
+
+def _new_cue(cue: re.Pattern | None, text: str, asked: set[str]) -> bool:
+    """Whether the sentence has what the question asks for, beyond the question's own words."""
+    if cue is None:
+        return False
+    return any(not (found := content_stems(m.group(0))) or not found <= asked for m in cue.finditer(text))
 
 
 def sentence_overlap(a: str, b: str) -> float:

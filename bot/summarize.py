@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bot.answer_types import Answer
+from bot.answer_types import Answer, cited
 from bot.extractive import (
     NOT_FOUND, CitationBook, Sentence, candidate_sentences, content_stems, sentence_overlap, stem,
 )
@@ -43,7 +43,7 @@ class ArticleSummarizer:
         picked = self.pick(candidates)
         book = CitationBook()
         number = book.cite(meta, picked[0].text)
-        return Answer(text=" ".join(f"{s.text} [{number}]" for s in picked), mode="extractive", citations=book.citations)
+        return Answer(text=" ".join(cited(s.text, number) for s in picked), mode="extractive", citations=book.citations)
 
     def pick(self, candidates: list[Sentence]) -> list[Sentence]:
         stems = [Counter(content_stems(s.text)) for s in candidates]
@@ -103,7 +103,7 @@ class TopicSummarizer:
             if len(picked) == self.sentences:
                 break
         book = CitationBook()
-        lines = [f"{s.text} [{book.cite(s.article, s.text)}]" for s in picked]
+        lines = [cited(s.text, book.cite(s.article, s.text)) for s in picked]
         return Answer(text=" ".join(lines), mode="extractive", citations=book.citations)
 
 
@@ -141,12 +141,12 @@ class DigestWriter:
         lines = []
         for story in stories[: self.stories]:
             lead_meta, lead_text = story.articles[0]
-            lead = _lead_sentence(lead_text) or lead_meta.title
-            numbers = [book.cite(lead_meta, lead)]
+            lead = _lead_sentence(lead_text)
+            numbers = [book.cite(lead_meta, lead or lead_meta.title)]
             for meta, text in story.articles[1:4]:
                 numbers.append(book.cite(meta, _lead_sentence(text) or meta.title))
-            marks = "".join(f"[{n}]" for n in numbers)
-            lines.append(f"**{lead_meta.title}** — {lead} {marks}")
+            # Plain text: the answer's text is escaped wherever it is shown, so markup would show as symbols.
+            lines.append(cited(f"{lead_meta.title}: {lead}" if lead else lead_meta.title, *numbers))
         header = f"{_plural(len(articles), 'article')} {period}, {_plural(len(stories), 'story', 'stories')}:"
         return Answer(text=header + "\n" + "\n".join(f"• {line}" for line in lines), mode="extractive",
                       citations=book.citations)

@@ -110,13 +110,14 @@ def test_nothing_the_bot_sends_pings_links_elsewhere_or_takes_markup_from_quoted
         for text in shown_texts(message):
             assert_inert(text)
 
-    # The answer quotes the trap article, markup and all, as plain text; its structure survives.
+    # The answer quotes the trap article, markup and all, as plain text; its structure survives, and
+    # the article's "[1](…)" is shown as "(1)", neither a link nor one of the answer's citations.
     (answer,) = followups(emulator, sent["ask"])
     content = answer.body["content"]
     for quoted in ("\\`\\`\\`on Monday\\`\\`\\`", "\\|\\|after a debate\\|\\|", "\\# The budget vote",
-                   "\\*\\*nine\\*\\*", "[1]\\(<https://evil.example/fake-source>)"):
+                   "\\*\\*nine\\*\\*", "(1)(<https://evil.example/fake-source>)"):
         assert quoted in content
-    assert re.search(r"said\. \[\d\]$", content)
+    assert re.search(r"said\. \[\d\](?: |$)", content)
     assert markup_left(content) == []
     (embed,) = answer.body["embeds"]
     assert all(re.match(r"\*\*\[\d+\]\*\* \[", line) for line in embed["description"].split("\n"))

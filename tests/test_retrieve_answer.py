@@ -91,6 +91,20 @@ def test_extractive_answer_quotes_and_cites_its_sources(store, fake_embedder):
     assert len(answer.text.split()) <= 60 + 3 * 2
 
 
+def test_a_bracketed_number_in_the_article_cannot_pose_as_a_citation(tmp_path, fake_embedder):
+    store = NewsStore(tmp_path / "d", model_name=fake_embedder.name, dim=fake_embedder.dim)
+    make_ingestor(store, fake_embedder).run([article(
+        "Glacier survey published",
+        "The glacier lost a fifth of its ice since 1990, the survey found [2]. "
+        "Researchers measured the ice from aircraft over three summers [3].",
+    )])
+    question = "How much ice did the glacier lose?"
+    answer = ExtractiveAnswerer().run(question, Retriever(store, fake_embedder, settings()).run(question))
+    assert "a fifth of its ice since 1990, the survey found (2)." in answer.text
+    assert len(answer.citations) == 1
+    assert set(re.findall(r"\[(\d+)\]", answer.text)) == {"1"}  # only the answer's own mark
+
+
 def test_nothing_relevant_says_so(store, fake_embedder):
     question = "What is the score of the cricket match in Melbourne?"
     answer = ExtractiveAnswerer().run(question, Retriever(store, fake_embedder, settings()).run(question))
