@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from bot.config import FeedSettings
 from index.article import DEFAULT_COLLECTION, utcnow
 from index.ingest import IngestReport
+from index.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -202,13 +203,13 @@ class FeedPoller:
                 self.service.ingest, [feed.url], collection=feed.collection, untrusted=feed.collection != "shared"
             )
         except Exception as exc:  # one broken feed must not stop the others
-            log.warning("polling %s failed", feed.url, exc_info=True)
+            log.warning("polling %s failed", redact_url(feed.url), exc_info=True)
             report, error = None, f"{type(exc).__name__}: {exc}"
         else:
             error = _describe_failures(report)
         await asyncio.to_thread(self.registry.mark_polled, feed, when=self.clock(), error=error)
         if error:
-            log.info("feed %s: %s", feed.url, error)
+            log.info("feed %s: %s", redact_url(feed.url), error)
         return PollResult(feed, list(report.added) if report else [], error, first_poll=feed.last_polled is None)
 
 

@@ -78,7 +78,12 @@ class ChatClient:
     """
 
     def __init__(
-        self, settings: LLMSettings, client: openai.OpenAI, *, sleep: Callable[[float], None] = time.sleep
+        self,
+        settings: LLMSettings,
+        client: openai.OpenAI,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if settings.max_retries < 0:
             raise ValueError("llm.max_retries cannot be negative")
@@ -91,12 +96,12 @@ class ChatClient:
         self._settings = settings
         self._options = _request_options(settings)
         self._client = client
-        self._sleep = sleep
+        self._sleep, self._clock = sleep, clock
 
     def run(self, messages: list[dict[str, str]], *, on_text: Callable[[str], None] | None = None) -> str:
         """The whole reply; `on_text` sees it grow. Raises LLMError (ContextLengthError: not retried)."""
         settings = self._settings
-        deadline = time.monotonic() + settings.deadline_seconds
+        deadline = self._clock() + settings.deadline_seconds
         attempt = 0
         while True:
             try:
@@ -113,7 +118,7 @@ class ChatClient:
                     raise LLMError(f"{exc}, {attempt} tries") from exc
                 if wait > settings.max_retry_wait_seconds:
                     raise LLMError(f"{exc}, asked to wait {wait:.0f}s") from exc
-                if time.monotonic() + wait >= deadline:
+                if self._clock() + wait >= deadline:
                     raise LLMError(f"{exc}, out of time") from exc
                 log.warning("LLM %s; try %d of %d in %.1fs", exc, attempt + 1, settings.max_retries + 1, wait)
                 self._sleep(wait)
@@ -133,8 +138,15 @@ class ChatClient:
         return text
 
     def _pieces(self, messages: list[dict[str, str]], deadline: float) -> Iterator[str]:
-        """The reply's text as it streams, with every library fault turned into an LLMError."""
-        remaining = deadline - time.monotonic()
+        """The reply's text as it streams, with every library fault turned into an LLMError.
+
+        A sleep before a retry can end past the deadline, and a refused option is asked again at once:
+        with no time left nothing is sent, since the client would take a zero or negative timeout as
+        a malformed request, not as the deadline.
+        """
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise LLMError("out of time")
         try:
             stream = self._client.chat.completions.create(
                 model=self._settings.model,
@@ -146,7 +158,7 @@ class ChatClient:
             with stream:
                 for chunk in stream:
                     yield _content(chunk)
-                    if time.monotonic() > deadline:
+                    if self._clock() > deadline:
                         raise LLMError("timed out while streaming")
         except openai.APITimeoutError as exc:
             raise _Transient("timed out") from exc

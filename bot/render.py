@@ -20,6 +20,7 @@ from discord.utils import escape_mentions
 from bot.answer_types import Answer, Citation, source_label
 from bot.feeds import Feed
 from index.sentences import sentence_spans
+from index.urls import redact_url
 
 MESSAGE_LIMIT = 2000
 EMBED_DESCRIPTION_LIMIT = 4096
@@ -306,9 +307,10 @@ def render_feeds(feeds: Sequence[Feed]) -> list[Reply]:
 
 
 def _feed_line(feed: Feed) -> str:
-    """One feed: its URL, who shares it, where headlines go, and the last poll's outcome."""
+    """One feed: its URL (credentials redacted), who shares it, where headlines go, and the last poll's outcome."""
     origin = "config (all servers)" if feed.collection == "shared" else "this server"
-    parts = [link(clip(feed.url, 200), feed.url), origin]
+    shown = redact_url(feed.url)
+    parts = [link(clip(shown, 200), shown), origin]
     if feed.channel_id:
         parts.append(f"headlines in <#{feed.channel_id}>")
     parts.append(f"polled {_timestamp(feed.last_polled)}" if feed.last_polled else "not polled yet")

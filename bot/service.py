@@ -160,8 +160,10 @@ class NewsService:
             return self.llm.run(question, hits, on_text=on_text)
         return self.extractive.run(question, hits)
 
-    def summarize_article(self, article_id: str) -> Answer:
-        found = self.store.article(article_id)
+    def summarize_article(self, article_id: str, *, collections: tuple[str, ...] | None = None) -> Answer:
+        """One article's summary. Ids are not secret, so a front end serving one server passes its
+        `collections`: another server's article is then reported as not found."""
+        found = self.store.article(article_id, collections=collections)
         if found is None:
             raise KeyError(f"no article with id {article_id!r}; `newsdesk search` lists ids")
         started = time.perf_counter()
@@ -231,16 +233,19 @@ class NewsService:
         """(metadata, text) of a stored article, or None."""
         return self.store.article(article_id)
 
-    def expire(self, older_than: timedelta) -> list[str]:
+    def expire(self, older_than: timedelta, *, collections: tuple[str, ...] | None = None) -> list[str]:
+        """Ids of the articles older than `older_than` removed; see `remove` for `collections`."""
         cutoff = datetime.now(timezone.utc) - older_than
-        return self._remove("a.sort_time < ?", [cutoff.timestamp()])
+        return self._remove("a.sort_time < ?", [cutoff.timestamp()], collections)
 
-    def remove(self, article_id: str) -> list[str]:
-        return self._remove("a.id = ?", [article_id])
+    def remove(self, article_id: str, *, collections: tuple[str, ...] | None = None) -> list[str]:
+        """The article's id if it was removed. The CLI removes from the whole index; Discord passes a
+        server's own collection, so an admin can only take out what that server added."""
+        return self._remove("a.id = ?", [article_id], collections)
 
-    def _remove(self, where: str, params: list) -> list[str]:
+    def _remove(self, where: str, params: list, collections: tuple[str, ...] | None) -> list[str]:
         with self._write_lock, self.store.writer() as writer:
-            removed = writer.remove_articles(where, params)
+            removed = writer.remove_articles(where, params, collections=collections)
             writer.commit()
         return removed
 

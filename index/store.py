@@ -309,9 +309,13 @@ class NewsStore:
     def has_article(self, article_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM articles WHERE id = ?", (article_id,)).fetchone() is not None
 
-    def article(self, article_id: str) -> tuple[ArticleMeta, str] | None:
+    def article(
+        self, article_id: str, *, collections: tuple[str, ...] | None = None
+    ) -> tuple[ArticleMeta, str] | None:
+        """The article with its text, or None; with `collections`, None unless one of them holds it."""
+        where, params = self.filter_sql(collections=collections)
         row = self.db.execute(
-            f"SELECT {self._META_COLUMNS}, a.text FROM articles a WHERE a.id = ?", (article_id,)
+            f"SELECT {self._META_COLUMNS}, a.text FROM articles a WHERE a.id = ? AND {where}", (article_id, *params)
         ).fetchone()
         if row is None:
             return None
@@ -402,8 +406,11 @@ class NewsStore:
 
     def stats(self, collections: tuple[str, ...] | None = None) -> dict:
         where, params = self.filter_sql(collections=collections)
-        articles, newest, oldest = self.db.execute(
-            f"SELECT count(*), max(a.sort_time), min(a.sort_time) FROM articles a WHERE {where}", params
+        # Counted in SQL, grouped as `outlets` groups them (ignoring case): a listing would cap the count.
+        articles, newest, oldest, outlets = self.db.execute(
+            "SELECT count(*), max(a.sort_time), min(a.sort_time), count(DISTINCT a.outlet COLLATE NOCASE) "
+            f"FROM articles a WHERE {where}",
+            params,
         ).fetchone()
         chunks = self.db.execute(
             f"SELECT count(*) FROM chunks c JOIN articles a ON a.rowid = c.article WHERE {where}", params
@@ -411,7 +418,7 @@ class NewsStore:
         return {
             "articles": articles,
             "chunks": chunks,
-            "outlets": len(self.outlets(collections=collections)),
+            "outlets": outlets,
             "newest": _dt(newest).isoformat() if newest else None,
             "oldest": _dt(oldest).isoformat() if oldest else None,
             "model": self.model_name,
@@ -537,19 +544,48 @@ class StoreWriter:
             self._pending.append((chunk_id, embed_hash, embed_text))
         return rowid
 
-    def remove_articles(self, where: str, params: list) -> list[str]:
-        """Delete the matching articles with their chunks, postings and LSH keys; returns their ids."""
+    def remove_articles(self, where: str, params: list, *, collections: tuple[str, ...] | None = None) -> list[str]:
+        """Delete the matching articles with their chunks, postings and LSH keys; returns their ids.
+
+        With `collections` (a server's own), only articles they hold match, and they leave those
+        collections only: one that the shared collection or another server also holds (the same
+        story added twice is stored once) stays for them, and is deleted only when no collection
+        holds it any more.
+        """
+        if collections is not None:
+            scope, scope_params = self.store.filter_sql(collections=collections)
+            where, params = f"({where}) AND {scope}", [*params, *scope_params]
         rows = self.db.execute(f"SELECT a.rowid, a.id FROM articles a WHERE {where}", params).fetchall()
-        for start in range(0, len(rows), 900):
-            part = [r[0] for r in rows[start : start + 900]]
+        doomed = [r[0] for r in rows]
+        if collections is not None:
+            doomed = self._leave_collections(doomed, collections)
+        for start in range(0, len(doomed), 900):
+            part = doomed[start : start + 900]
             marks = ",".join("?" * len(part))
             self.db.execute(
                 f"DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE article IN ({marks}))", part
             )
             self.db.execute(f"DELETE FROM articles WHERE rowid IN ({marks})", part)
-        if rows:
+        if doomed:
             self._removed = True
         return [r[1] for r in rows]
+
+    def _leave_collections(self, rowids: list[int], collections: tuple[str, ...]) -> list[int]:
+        """Take the articles out of `collections`; returns those no collection holds any more."""
+        names = ",".join("?" * len(collections)) or "NULL"
+        orphans = []
+        for start in range(0, len(rowids), 900):
+            part = rowids[start : start + 900]
+            marks = ",".join("?" * len(part))
+            self.db.execute(
+                f"DELETE FROM article_collections WHERE collection IN ({names}) AND article IN ({marks})",
+                [*collections, *part],
+            )
+            held = {r[0] for r in self.db.execute(
+                f"SELECT DISTINCT article FROM article_collections WHERE article IN ({marks})", part
+            )}
+            orphans += [rowid for rowid in part if rowid not in held]
+        return orphans
 
     def _stored_vectors(self, hashes: Iterable[str]) -> dict[str, bytes]:
         """The cached vectors among `hashes`, looked up in batches rather than one query per chunk."""

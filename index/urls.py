@@ -1,11 +1,16 @@
-"""URL canonicalisation, so the same story reached by two links gets one id."""
+"""URL canonicalisation, so the same story reached by two links gets one id; redaction for display."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 # Query parameters that only track the reader; they never change which story a URL names.
 _TRACKING_PREFIXES = ("utm_", "mc_", "fbclid", "gclid", "ocid", "cmpid", "ncid", "ito", "at_")
+# Query parameters whose values are credentials (compared lower-cased).
+_SECRET_PARAMS = frozenset(
+    {"token", "access_token", "auth", "auth_token", "key", "apikey", "api_key", "api-key", "password", "secret"}
+)
+_REDACTED = "redacted"  # a word, not "***": in Discord, asterisks are markdown
 
 
 def canonical_url(url: str) -> str | None:
@@ -43,3 +48,31 @@ def outlet_from_url(url: str | None) -> str | None:
     if not host:
         return None
     return host[4:] if host.startswith("www.") else host
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be shown or logged: userinfo (`user:pass@`) and the values of credential
+    query parameters (`token=`, `key=`, `apikey=`, `access_token=`...) replaced by "redacted".
+
+    Private feeds carry their subscriber's credentials in the URL; the bot still fetches the URL as
+    given, but a status page or a log line must not hand them on. Works on text, not a parse, so
+    a URL that does not parse is redacted all the same; anything without `://` is returned as is.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    authority, rest = rest[:end], rest[end:]
+    if "@" in authority:
+        authority = f"{_REDACTED}@{authority.rpartition('@')[2]}"
+    rest, hash_, fragment = rest.partition("#")
+    path, mark, query = rest.partition("?")
+    query = "&".join(_redact_param(part) for part in query.split("&")) if mark else ""
+    return f"{scheme}{sep}{authority}{path}{mark}{query}{hash_}{fragment}"
+
+
+def _redact_param(part: str) -> str:
+    name, equals, value = part.partition("=")
+    if equals and value and unquote_plus(name).strip().lower() in _SECRET_PARAMS:
+        return f"{name}={_REDACTED}"
+    return part

@@ -21,9 +21,11 @@ import pytest
 from aiohttp import web
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
+from openai_fake import closed_port
 
 from bench.discord_emulator import EPHEMERAL, MANAGE_GUILD, Call, DiscordEmulator
 from bot.discordbot import create_bot
+from bot.discordbot.digest import DailyDigest
 from bot.discordbot.scope import filters_for
 from bot.feeds import FeedRegistry
 from bot.render import MESSAGE_LIMIT
@@ -199,7 +201,7 @@ def test_slash_commands_are_synced_with_their_options(emulator, bot_config, serv
     with_bot(emulator, bot_config, service, scenario)
     (sync,) = emulator.find("PUT", f"/applications/{emulator.application_id}/commands")
     commands = {c["name"]: c for c in sync.body}
-    assert set(commands) == {"ask", "summary", "search", "status", "feeds", "ingest"}
+    assert set(commands) == {"ask", "summary", "search", "status", "feeds", "ingest", "expire", "remove"}
     assert all(c["dm_permission"] is False for c in commands.values())
     assert all(c["description"] and len(c["description"]) <= 100 for c in commands.values())
 
@@ -211,6 +213,8 @@ def test_slash_commands_are_synced_with_their_options(emulator, bot_config, serv
     assert not any(o["required"] for o in summary.values())
     assert summary["since"]["autocomplete"] and summary["article"]["autocomplete"]
     assert options(commands["search"])["source"]["autocomplete"]
+    assert options(commands["remove"])["article"]["autocomplete"]
+    assert options(commands["expire"])["older_than"]["required"] is True
     feeds = options(commands["feeds"])
     assert set(feeds) == {"add", "remove", "list"} and all(o["type"] == 1 for o in feeds.values())
     assert options(feeds["add"])["channel"]["type"] == 7
@@ -221,7 +225,7 @@ def test_dev_guilds_get_their_commands_instantly(emulator, bot_config, service):
     with_bot(emulator, bot_config, service, lambda bot: asyncio.sleep(0))
     (sync,) = emulator.find("PUT", "/applications/")
     assert sync.path == f"/applications/{emulator.application_id}/guilds/{emulator.guild_ids[0]}/commands"
-    assert len(sync.body) == 6
+    assert len(sync.body) == 8
 
 
 def test_ask_defers_then_answers_with_links_to_the_articles(emulator, bot_config, indexed):
@@ -312,6 +316,37 @@ def test_a_server_never_sees_another_servers_articles(emulator, bot_config, inde
     (digest,) = [c for c in emulator.calls if c.path == f"/channels/{general}/messages"]
     digest_urls = {url for _, url in source_links(digest.body["embeds"][0])}
     assert {a["url"] for a in ARTICLES} <= digest_urls and PRIVATE["url"] not in digest_urls
+
+
+def test_the_daily_digest_is_scheduled_at_the_configured_time_and_posts_then(emulator, bot_config, indexed):
+    general = emulator.channel("general", 0)
+    bot_config.discord.digest_channel, bot_config.discord.digest_time = general, "07:00"
+    seven = datetime(2026, 1, 1, 7, tzinfo=timezone.utc).timetz()
+    sent = {}
+
+    async def next_run(digest: DailyDigest) -> datetime:
+        while digest.daily.next_iteration is None:  # set once the task has started
+            await asyncio.sleep(0.01)
+        return digest.daily.next_iteration
+
+    async def scenario(bot):
+        configured = bot.get_cog("DailyDigest")
+        sent["configured"] = (configured.daily.time, await next_run(configured), datetime.now(timezone.utc))
+        # The same scheduling, a moment from now, so the test can watch it fire.
+        await bot.remove_cog("DailyDigest")
+        soon = datetime.now(timezone.utc) + timedelta(seconds=2)
+        digest = DailyDigest(bot, at=soon.timetz(), channel_id=general)
+        await bot.add_cog(digest)
+        sent["scheduled"] = (soon, await next_run(digest))
+        await emulator.wait_for("POST", f"/channels/{general}/messages")
+
+    with_bot(emulator, bot_config, indexed, scenario)
+    times, first, now = sent["configured"]
+    assert times == [seven] and first.timetz() == seven and now < first <= now + timedelta(days=1)
+    soon, scheduled = sent["scheduled"]
+    assert scheduled == soon  # not at once: at the time it was given
+    (posted,) = [c for c in emulator.calls if c.path == f"/channels/{general}/messages"]
+    assert {a["url"] for a in ARTICLES} <= {url for _, url in source_links(posted.body["embeds"][0])}
 
 
 def test_an_article_saying_everyone_is_quoted_without_pinging(emulator, bot_config, indexed):
@@ -462,6 +497,100 @@ def test_feeds_add_is_refused_to_members_and_works_for_the_admin_role(emulator, 
     assert STORY_TITLE in titles[emulator.guild_ids[0]] and STORY_TITLE not in titles[emulator.guild_ids[1]]
     refused_file = callback(emulator, sent["file"]).body
     assert refused_file["data"]["flags"] & EPHEMERAL and "http" in refused_file["data"]["content"]
+
+
+def test_admins_expire_and_remove_their_own_servers_articles_only(emulator, bot_config, indexed, tmp_path):
+    old = (datetime.now(timezone.utc) - timedelta(days=60)).isoformat()
+    own, other = f"guild:{emulator.guild_ids[0]}", f"guild:{emulator.guild_ids[1]}"
+    stories = {  # title: (collection, published)
+        "Council approves the new tram line": (own, RECENT),
+        "Library reopens after the renovation": (own, old),
+        "Old shared report on the grain harvest": ("shared", old),
+        "Old harbour dredging plan shelved": (other, old),
+    }
+    for n, (title, (collection, published)) in enumerate(stories.items()):
+        path = tmp_path / f"story{n}.jsonl"
+        path.write_text(json.dumps({"title": title, "url": f"https://local.test/{n}", "outlet": "Local Paper",
+                                    "published": published,
+                                    "text": f"{title}, officials said on Monday. " * 3}) + "\n", encoding="utf-8")
+        assert indexed.ingest([str(path)], collection=collection).added
+    ids = {title: make_article_id(url=f"https://local.test/{n}") for n, title in enumerate(stories)}
+    private_id = make_article_id(url=PRIVATE["url"])
+    shared_id = make_article_id(url=ARTICLES[0]["url"])
+    admin = {"user": emulator.user("olga"), "permissions": MANAGE_GUILD}
+    sent: dict = {}
+
+    async def answered(kind: str, name: str, options: dict, **who) -> None:
+        sent[kind] = await emulator.interaction(name, options, **who)
+        await emulator.wait_for("POST", f"/webhooks/{emulator.application_id}/{sent[kind]['token']}")
+
+    async def scenario(bot):
+        member = emulator.user("pete")
+        for kind, name, options in (("member_remove", "remove", {"article": "Council approves the new tram line"}),
+                                    ("member_expire", "expire", {"older_than": "30d"})):
+            sent[kind] = await emulator.interaction(name, options, user=member)
+            await emulator.wait_for("POST", f"/interactions/{sent[kind]['id']}/")
+        sent["choices"] = await emulator.interaction("remove", {"article": ""}, autocomplete="article", **admin)
+        await emulator.wait_for("POST", f"/interactions/{sent['choices']['id']}/")
+        await answered("remove", "remove", {"article": "Council approves the new tram line"}, **admin)
+        await answered("private_title", "remove", {"article": PRIVATE["title"]}, **admin)
+        await answered("private_id", "remove", {"article": private_id}, **admin)
+        await answered("shared_id", "remove", {"article": shared_id}, **admin)
+        await answered("expire", "expire", {"older_than": "30d"}, **admin)
+        # Article ids are not secret: another server's id gets no summary either.
+        await answered("summary", "summary", {"article": private_id}, user=member)
+
+    with_bot(emulator, bot_config, indexed, scenario)
+    for kind in ("member_remove", "member_expire"):
+        refused = callback(emulator, sent[kind]).body
+        assert refused["type"] == 4 and refused["data"]["flags"] & EPHEMERAL
+        assert "Manage Server" in refused["data"]["content"]
+    offered = {c["value"] for c in callback(emulator, sent["choices"]).body["data"]["choices"]}
+    assert offered == {"Council approves the new tram line", "Library reopens after the renovation"}
+
+    def reply(kind: str) -> str:
+        assert callback(emulator, sent[kind]).body == {"type": 5, "data": {"flags": EPHEMERAL}}
+        (note,) = followups(emulator, sent[kind])
+        assert note.body["flags"] & EPHEMERAL
+        return note.body["content"]
+
+    assert reply("remove") == "Removed 1 article from this server's news."
+    for kind in ("private_title", "private_id", "shared_id"):
+        assert reply(kind).startswith("Nothing was removed: that is not an article this server added")
+    assert reply("expire") == "Removed 1 article from this server's news."
+    (summary,) = followups(emulator, sent["summary"])
+    assert summary.body["flags"] & EPHEMERAL and "No article" in summary.body["content"]
+    store = indexed.store
+    assert store.article(ids["Council approves the new tram line"]) is None
+    assert store.article(ids["Library reopens after the renovation"]) is None
+    for kept in (ids["Old shared report on the grain harvest"], ids["Old harbour dredging plan shelved"],
+                 private_id, shared_id):
+        assert store.article(kept) is not None
+
+
+def test_a_feed_urls_credentials_are_not_shown_in_replies_or_logs(emulator, bot_config, indexed, caplog):
+    url = f"http://reader:hunter2@127.0.0.1:{closed_port()}/rss.xml?token=tok123"
+    admin = {"user": emulator.user("quinn"), "permissions": MANAGE_GUILD}
+    sent = {}
+
+    async def scenario(bot):
+        sent["add"] = await emulator.interaction("feeds", {"url": url}, subcommand="add", **admin)
+        await emulator.wait_for("POST", f"/webhooks/{emulator.application_id}/{sent['add']['token']}")
+        for _ in range(1000):  # the first poll runs in the background; wait for its failure to be recorded
+            if bot.feeds.feeds(collections=[f"guild:{emulator.guild_ids[0]}"])[0].last_polled:
+                break
+            await asyncio.sleep(0.01)
+        for kind, name, sub in (("list", "feeds", "list"), ("status", "status", None)):
+            sent[kind] = await emulator.interaction(name, {}, subcommand=sub, **admin)
+            await emulator.wait_for("POST", f"/webhooks/{emulator.application_id}/{sent[kind]['token']}")
+
+    with caplog.at_level(logging.INFO, logger="bot"):
+        with_bot(emulator, bot_config, indexed, scenario)
+    shown = [json.dumps(followups(emulator, sent[kind])[0].body) for kind in ("add", "list", "status")]
+    assert all("127.0.0.1" in text for text in shown)
+    for text in [*shown, caplog.text]:
+        assert "hunter2" not in text and "tok123" not in text and "reader" not in text
+    assert "http://redacted@127.0.0.1" in caplog.text  # the failed poll was logged, redacted
 
 
 def test_failures_reach_the_user_briefly_and_the_log_in_full(emulator, bot_config, indexed, error_records):

@@ -4,6 +4,7 @@ channel-question rules, the feed registry and the poller."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from datetime import datetime, time, timedelta, timezone
 
@@ -20,6 +21,7 @@ from bot.discordbot.scope import filters_for
 from bot.feeds import FeedPoller, FeedRegistry, check_feed_url
 from index.article import Failure
 from index.ingest import IngestReport
+from index.urls import redact_url
 
 NOW = datetime(2026, 1, 7, 12, tzinfo=timezone.utc)
 
@@ -144,6 +146,10 @@ def test_title_choices_fit_discord_and_lead_back_to_the_article():
     assert pick_article(rows, choices[1].value) == "id-2"
     assert pick_article(rows, "floods in the VALLEY") == "id-1"
     assert pick_article([], "anything") is None
+    # For removal, only a whole title (or a choice's value) names an article: no guessing.
+    assert pick_article(rows, choices[1].value, exact=True) == "id-2"
+    assert pick_article(rows, "floods in the VALLEY", exact=True) == "id-1"
+    assert pick_article(rows, "Floods", exact=True) is None and pick_article(rows, "Floods") == "id-1"
 
 
 def test_channel_questions_are_mentions_ask_channels_and_the_bots_threads():
@@ -246,3 +252,23 @@ def test_settings_are_checked_when_loaded():
             DiscordSettings(**bad)
     with pytest.raises(ConfigError):
         FeedsSettings(poll_minutes=0)
+
+
+def test_credentials_in_urls_are_redacted_for_display():
+    assert redact_url("https://user:pa@ss@feeds.test:8080/rss.xml?token=abc&page=2&API_KEY=x#top") == (
+        "https://redacted@feeds.test:8080/rss.xml?token=redacted&page=2&API_KEY=redacted#top")
+    assert redact_url("https://feeds.test/rss?access_token=a&apikey=b&key=c&keyword=d") == (
+        "https://feeds.test/rss?access_token=redacted&apikey=redacted&key=redacted&keyword=d")
+    assert redact_url("http://[broken/rss?token=t") == "http://[broken/rss?token=redacted"  # does not parse
+    for unchanged in ("https://feeds.test/rss.xml?page=2", "https://feeds.test/a@b", "/srv/news/feed.xml", ""):
+        assert redact_url(unchanged) == unchanged
+
+
+def test_the_poller_logs_a_failing_feed_without_its_credentials(tmp_path, caplog):
+    registry = FeedRegistry(tmp_path / "feeds.sqlite3")
+    registry.add("https://reader:hunter2@broken.test/rss?token=tok123", collection="guild:1")
+    poller = FeedPoller(registry, IngestingService(), every=timedelta(minutes=30), clock=lambda: NOW)
+    with caplog.at_level(logging.INFO, logger="bot.feeds"):
+        (result,) = asyncio.run(poller.run())
+    assert result.error and "broken.test" in caplog.text
+    assert "hunter2" not in caplog.text and "tok123" not in caplog.text and "reader" not in caplog.text

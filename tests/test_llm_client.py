@@ -176,3 +176,21 @@ def test_a_refusal_of_an_option_already_dropped_is_a_plain_refusal():
 def test_an_unknown_token_limit_name_is_refused():
     with pytest.raises(ValueError, match="token_limit_param"):
         chat("http://127.0.0.1:9/v1", [], token_limit_param="max_new_tokens")
+
+
+def test_a_retry_that_oversleeps_the_deadline_stops_without_asking_again():
+    """A sleep may end past the deadline (a busy host, a suspended laptop): no time is left for a
+    request, so none is sent with a zero or negative timeout; the client stops, out of time."""
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def oversleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds + 10  # woke up long after the deadline
+
+    with FakeOpenAI([Reply.server_error(), Reply("Too late [1].")]) as fake:
+        config = settings(fake.base_url, deadline_seconds=5.0)
+        client = ChatClient(config, create_client(config), sleep=oversleep, clock=lambda: now[0])
+        with pytest.raises(LLMError, match="^out of time$"):
+            client.run(MESSAGES)
+    assert sleeps == [0.5] and len(fake.requests) == 1

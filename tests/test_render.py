@@ -275,3 +275,12 @@ def test_hostile_titles_become_escaped_labels_of_the_bots_own_links():
     assert markup_left(label) == [] and shown(label).startswith(title)
     (headline,) = render_headlines([(title, "https://news.test/a", "Evil [Wire](https://evil.example)")])
     assert [url for _, url in MASKED_LINK.findall(headline.content)] == ["https://news.test/a"]
+
+
+def test_credentials_in_feed_urls_are_never_shown():
+    feed = Feed("https://reader:hunter2@feeds.test/private.xml?token=tok123&page=2&ApiKey=k3y", "guild:1",
+                last_error="HTTP 401")
+    for reply in render_status({"articles": 1}, [feed]) + render_feeds([feed]):
+        shown = reply.embed.description
+        assert not any(secret in shown for secret in ("reader", "hunter2", "tok123", "k3y")), shown
+        assert "(https://redacted@feeds.test/private.xml?token=redacted&page=2&ApiKey=redacted)" in shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from http_fixture import http_server  # noqa: F401 - the fixture
 from conftest import SEED
 
@@ -64,3 +65,12 @@ def test_members_cannot_make_the_bot_read_its_own_files(service):
     report = service.ingest([str(SEED)], collection="guild:42", untrusted=True)
     assert report.added == [] and len(report.failed) == 1
     assert service.stats()["articles"] == 0
+
+
+def test_an_article_is_summarized_only_within_the_collections_given(service):
+    service.ingest([str(SEED)], collection="guild:2")
+    (article_id, _), = service.titles("NATO")
+    with pytest.raises(KeyError):
+        service.summarize_article(article_id, collections=("shared", "guild:1"))
+    assert service.summarize_article(article_id, collections=("shared", "guild:2")).found
+    assert service.summarize_article(article_id).found  # the operator's CLI sees every collection

@@ -134,3 +134,33 @@ def test_past_the_exact_limit_the_index_becomes_hnsw(tmp_path, fake_embedder):
     assert store.is_approximate(store.vector_index())
     assert consistent(store)[0] == 4
     assert isinstance(store.db, sqlite3.Connection)
+
+
+def test_stats_count_every_outlet_in_the_collections_asked_for(store, fake_embedder):
+    stories = [article(f"Story {i}", f"Outlet {i} reports item {i}.", outlet=f"Outlet {i}",
+                       collection="guild:1" if i % 2 else "shared") for i in range(1203)]
+    stories.append(article("Story again", "The same outlet, spelled in capitals, once more.", outlet="OUTLET 0"))
+    make_ingestor(store, fake_embedder).run(stories)
+    assert store.stats()["outlets"] == 1203
+    assert store.stats(("shared",))["outlets"] == 602
+    assert store.stats(("guild:1",))["outlets"] == 601
+    assert store.stats(("guild:2",))["outlets"] == 0
+
+
+def test_removal_scoped_to_a_collection_leaves_the_others_theirs(store, fake_embedder):
+    own = article("Own story", WIRE, collection="guild:1")
+    both = article("Budget vote delayed", "Lawmakers delayed the budget vote again. " * 5, collection="guild:1")
+    shared = article("Harbour crane contract", "The port awarded the crane contract to a local firm. " * 4)
+    other = article("Ferry timetable", "The ferry will sail twice a day from November on. " * 4, collection="guild:2")
+    ingest = make_ingestor(store, fake_embedder)
+    ingest.run([own, both, shared, other])
+    ingest.run([both], collection="shared")  # the same story from a shared feed: stored once, in both
+    with store.writer() as writer:
+        removed = writer.remove_articles("1", [], collections=("guild:1",))
+        writer.commit()
+    assert sorted(removed) == sorted([own.id, both.id])
+    assert store.article(own.id) is None
+    assert store.article(both.id, collections=("shared",)) is not None  # still the shared feed's
+    assert store.article(both.id, collections=("guild:1",)) is None
+    assert store.article(shared.id) is not None and store.article(other.id) is not None
+    assert consistent(store)[0] == 3

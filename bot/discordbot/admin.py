@@ -1,8 +1,10 @@
-"""Admin commands: /feeds add|remove|list and /ingest.
+"""Admin commands: /feeds add|remove|list, /ingest, /expire and /remove.
 
 What a server's admins add goes into that server's own collection ("guild:<id>"): it feeds that
 server's answers and no other's. Feeds from config.toml are shared and can only be changed there.
-URLs must be http(s): an admin must not be able to make the bot read its own files.
+URLs must be http(s): an admin must not be able to make the bot read its own files. Likewise
+/expire and /remove take articles out of the server's own collection only: the shared articles
+are the operator's (`newsdesk expire`), and other servers' are none of this server's business.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discordbot import autocomplete
+from bot.discordbot.autocomplete import pick_article
 from bot.discordbot.errors import UserError
 from bot.discordbot.permissions import admin_only
 from bot.discordbot.replies import send_followups
@@ -21,6 +25,8 @@ from bot.discordbot.scope import collections_for
 from bot.feeds import check_feed_url, guild_collection
 from bot.render import clip, render_feeds, render_note, safe_text
 from index.ingest import IngestReport
+from index.timefilter import parse_duration
+from index.urls import redact_url
 
 if TYPE_CHECKING:
     from bot.discordbot.client import NewsBot
@@ -46,6 +52,13 @@ def describe_ingest(report: IngestReport) -> str:
     if report.failed:
         line += f"\nCouldn't read it: {safe_text(clip(report.failed[0].reason, 300))}"
     return line
+
+
+def describe_removal(removed: int, nothing: str) -> str:
+    """An /expire or /remove outcome: the count, or `nothing` saying why there was none."""
+    if not removed:
+        return f"Nothing was removed: {nothing}"
+    return f"Removed {removed} article{'s' if removed != 1 else ''} from this server's news."
 
 
 class AdminCommands(commands.Cog):
@@ -75,7 +88,7 @@ class AdminCommands(commands.Cog):
             raise UserError(str(exc)) from None
         self.bot.poll_soon(feed)
         where = f" New headlines will be posted in {channel.mention}." if channel else ""
-        text = f"Added {safe_text(url)}. I'm reading it now; `/feeds list` shows how that went.{where}"
+        text = f"Added {safe_text(redact_url(url))}. I'm reading it now; `/feeds list` shows how that went.{where}"
         await send_followups(interaction, [render_note(text)], ephemeral=True)
 
     @feeds.command(name="remove", description="Stop reading a feed this server added.")
@@ -89,7 +102,7 @@ class AdminCommands(commands.Cog):
         )
         if not removed:
             raise UserError("That feed is not one this server added (feeds from config.toml are changed there).")
-        text = f"Removed {safe_text(url.strip())}. Articles already read stay searchable."
+        text = f"Removed {safe_text(redact_url(url.strip()))}. Articles already read stay searchable."
         await send_followups(interaction, [render_note(text)], ephemeral=True)
 
     @feeds_remove.autocomplete("url")
@@ -97,9 +110,10 @@ class AdminCommands(commands.Cog):
         feeds = await asyncio.to_thread(
             self.bot.feeds.feeds, collections=[guild_collection(interaction.guild_id)]
         )
+        shown = [(redact_url(feed.url), feed.url) for feed in feeds if len(feed.url) <= 100]
         return [
-            app_commands.Choice(name=clip(feed.url, 100), value=feed.url)
-            for feed in feeds if current.lower() in feed.url.lower() and len(feed.url) <= 100
+            app_commands.Choice(name=clip(name, 100), value=url)
+            for name, url in shown if current.lower() in name.lower()
         ][:25]
 
     @feeds.command(name="list", description="The feeds this server reads, and how their last poll went.")
@@ -121,3 +135,36 @@ class AdminCommands(commands.Cog):
             self.bot.service.ingest, [url], collection=guild_collection(interaction.guild_id), untrusted=True
         )
         await send_followups(interaction, [render_note(describe_ingest(report))], ephemeral=True)
+
+    @app_commands.command(name="expire", description="Remove articles this server added that are older than a period.")
+    @app_commands.describe(older_than="How old, e.g. 30d, 2w, 12h")
+    @app_commands.guild_only()
+    @admin_only()
+    async def expire(self, interaction: discord.Interaction, *, older_than: app_commands.Range[str, 1, 20]) -> None:
+        """`older_than` is read before deferring, so a typo gets a hint at once."""
+        try:
+            age = parse_duration(older_than.strip())
+        except ValueError as exc:
+            raise UserError(safe_text(str(exc).capitalize())) from None
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        removed = await asyncio.to_thread(
+            self.bot.service.expire, age, collections=(guild_collection(interaction.guild_id),)
+        )
+        nothing = f"no article this server added is older than {safe_text(older_than.strip())}."
+        await send_followups(interaction, [render_note(describe_removal(len(removed), nothing))], ephemeral=True)
+
+    @app_commands.command(name="remove", description="Remove one article this server added.")
+    @app_commands.describe(article="The article (start typing its title), or its id")
+    @app_commands.autocomplete(article=autocomplete.own_article)
+    @app_commands.guild_only()
+    @admin_only()
+    async def remove(self, interaction: discord.Interaction, *, article: app_commands.Range[str, 1, 2000]) -> None:
+        """The option names a title, as its autocomplete offers, or else an article id."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        own = (guild_collection(interaction.guild_id),)
+        service = self.bot.service
+        rows = await asyncio.to_thread(service.titles, article.strip(), collections=own, limit=autocomplete.MAX_CHOICES)
+        article_id = pick_article(rows, article, exact=True) or article.strip()
+        removed = await asyncio.to_thread(service.remove, article_id, collections=own)
+        nothing = "that is not an article this server added (shared articles are removed by the bot's operator)."
+        await send_followups(interaction, [render_note(describe_removal(len(removed), nothing))], ephemeral=True)

@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 
 from bot.discordbot.scope import collections_for
+from bot.feeds import guild_collection
 from bot.render import clip
 from index.timefilter import SINCE_CHOICES, parse_since
 
@@ -51,18 +52,21 @@ def title_choices(rows: Sequence[tuple[str, str]]) -> list[app_commands.Choice[s
     return list(seen.values())[:MAX_CHOICES]
 
 
-def pick_article(rows: Sequence[tuple[str, str]], value: str) -> str | None:
-    """The id of the article a title option names: an exact title, else one it begins, else the first match."""
+def pick_article(rows: Sequence[tuple[str, str]], value: str, *, exact: bool = False) -> str | None:
+    """The id of the article a title option names: an exact title, else one it begins, else the first match.
+
+    With `exact` (for removal, where a guess would delete the wrong article) only a whole title
+    counts, or a choice's value: a title cut at Discord's limit.
+    """
     wanted = " ".join(value.split()).lower()
-    for predicate in (
-        lambda title: title == wanted,
-        lambda title: title[:CHOICE_LIMIT] == wanted[:CHOICE_LIMIT],
-        lambda title: title.startswith(wanted),
-    ):
+    predicates = [lambda title: title == wanted, lambda title: title[:CHOICE_LIMIT] == wanted[:CHOICE_LIMIT]]
+    if not exact:
+        predicates.append(lambda title: title.startswith(wanted))
+    for predicate in predicates:
         for article_id, title in rows:
             if predicate(" ".join(title.split()).lower()):
                 return article_id
-    return rows[0][0] if rows else None
+    return rows[0][0] if rows and not exact else None
 
 
 async def since(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -79,8 +83,17 @@ async def source(interaction: discord.Interaction, current: str) -> list[app_com
 
 
 async def article(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    return await _titles(interaction, current, collections_for(interaction.guild_id or 0))
+
+
+async def own_article(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """Titles from the server's own collection only: what its admins may remove."""
+    return await _titles(interaction, current, (guild_collection(interaction.guild_id or 0),))
+
+
+async def _titles(
+    interaction: discord.Interaction, current: str, collections: tuple[str, ...]
+) -> list[app_commands.Choice[str]]:
     service = interaction.client.service  # type: ignore[attr-defined]
-    rows = await asyncio.to_thread(
-        service.titles, current.strip(), collections=collections_for(interaction.guild_id or 0), limit=MAX_CHOICES
-    )
+    rows = await asyncio.to_thread(service.titles, current.strip(), collections=collections, limit=MAX_CHOICES)
     return title_choices(rows)

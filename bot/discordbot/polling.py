@@ -19,6 +19,7 @@ from discord.ext import commands, tasks
 from bot.discordbot.replies import send_to
 from bot.feeds import Feed, FeedPoller, PollResult
 from bot.render import render_headlines
+from index.urls import redact_url
 
 if TYPE_CHECKING:
     from bot.discordbot.client import NewsBot
@@ -69,13 +70,17 @@ class FeedPolling(commands.Cog):
                 continue
             channel = self.bot.get_channel(result.feed.channel_id)
             if not isinstance(channel, discord.abc.Messageable):
-                log.warning("feed %s: headline channel %s not found", result.feed.url, result.feed.channel_id)
+                log.warning(
+                    "feed %s: headline channel %s not found", redact_url(result.feed.url), result.feed.channel_id
+                )
                 continue
             items = await asyncio.to_thread(self._headline_items, result.added[:MAX_HEADLINES])
             try:
                 await send_to(channel, render_headlines(items))
             except discord.HTTPException:
-                log.warning("could not post headlines of %s in %s", result.feed.url, channel.id, exc_info=True)
+                log.warning(
+                    "could not post headlines of %s in %s", redact_url(result.feed.url), channel.id, exc_info=True
+                )
 
     def _headline_items(self, article_ids: list[str]) -> list[tuple[str, str | None, str | None]]:
         items = []

@@ -31,7 +31,7 @@ def summarize(
         article_id = pick_article(rows, article)
         if article_id is None:
             raise UserError("No article with that title here; pick one from the list as you type.")
-        return service.summarize_article(article_id)
+        return service.summarize_article(article_id, collections=filters.collections)
     if topic and topic.strip():
         return service.summarize_topic(topic, filters=filters, on_text=on_text)
     return service.digest(filters=filters)
