@@ -349,6 +349,28 @@ def test_the_daily_digest_is_scheduled_at_the_configured_time_and_posts_then(emu
     assert {a["url"] for a in ARTICLES} <= {url for _, url in source_links(posted.body["embeds"][0])}
 
 
+def test_a_failing_digest_is_logged_and_the_daily_task_keeps_running(emulator, bot_config, indexed, monkeypatch,
+                                                                      error_records):
+    general = emulator.channel("general", 0)
+    bot_config.discord.digest_channel, bot_config.discord.digest_time = general, "07:00"
+    state = {}
+
+    def broken_digest(**_):
+        raise RuntimeError("index on fire")
+
+    async def scenario(bot):
+        monkeypatch.setattr(bot.service, "digest", broken_digest)
+        digest = bot.get_cog("DailyDigest")
+        await digest.post()  # what the task runs: an exception escaping it would end tasks.loop for good
+        state["running"] = digest.daily.is_running()
+
+    with_bot(emulator, bot_config, indexed, scenario)
+    assert state["running"]
+    assert [r.getMessage() for r in error_records] == [f"could not write the digest for channel {general}"]
+    error_records.clear()
+    assert not emulator.find("POST", f"/channels/{general}/messages")
+
+
 def test_an_article_saying_everyone_is_quoted_without_pinging(emulator, bot_config, indexed):
     sent = {}
 

@@ -46,7 +46,12 @@ class DailyDigest(commands.Cog):
             log.warning("digest channel %s not found or not a text channel", self.channel_id)
             return
         filters = filters_for(channel.guild.id)
-        answer = await asyncio.to_thread(self.bot.service.digest, filters=filters)
+        try:
+            answer = await asyncio.to_thread(self.bot.service.digest, filters=filters)
+        except Exception:
+            # An error escaping a tasks.loop ends the loop for good: log it and try again tomorrow.
+            log.error("could not write the digest for channel %s", channel.id, exc_info=True)
+            return
         try:
             await send_to(channel, render_answer(answer))
         except discord.HTTPException:
