@@ -29,7 +29,7 @@ class IndexSettings:
     # A folder with a sentence-transformers model, or "" for the bundled all-MiniLM-L6-v2.
     model: str = ""
     batch_size: int = 64
-    chunk_tokens: int = 200
+    chunk_tokens: int = 240
     chunk_overlap_sentences: int = 1
     exact_search_max: int = 200_000
     hnsw_m: int = 32

@@ -129,6 +129,9 @@ class ExtractiveAnswerer:
     """
 
     COVERAGE, RANK, CUE, LEDE, DEPTH = 1.0, 1.6, 0.25, 0.15, 0.15
+    # A sentence past the first must share at least this much of the question: a sentence with
+    # nothing of it (an article's "ignore previous instructions") is filler, however well placed.
+    FILLER_COVERAGE = 0.1
 
     def __init__(self, *, max_sentences: int = 3, max_words: int = 60, min_coverage: float = 0.3) -> None:
         if max_sentences < 1 or max_words < 10:
@@ -145,12 +148,12 @@ class ExtractiveAnswerer:
         if best_coverage < self.min_coverage:
             return Answer(text=NOT_FOUND, mode="extractive", citations=[], found=False)
         # The best sentences that fit the word budget: on newsqa dev, filling it finds the answer
-        # more often (.53 against .51) than stopping at the first clear winner.
+        # more often (.52 against .51) than stopping at the first clear winner.
         picked: list[Sentence] = []
         words = 0
-        for _, _, sentence in scored:
+        for _, coverage, sentence in scored:
             n = len(sentence.text.split())
-            if picked and words + n > self.max_words:
+            if picked and (words + n > self.max_words or coverage < self.FILLER_COVERAGE):
                 continue
             if any(sentence_overlap(sentence.text, p.text) > 0.6 for p in picked):
                 continue  # near-repeat of a picked sentence, e.g. the lede restated

@@ -15,7 +15,7 @@ class Chunker:
     A sentence longer than the window on its own is split on word boundaries.
     """
 
-    def __init__(self, count_tokens: Callable[[str], int], *, max_tokens: int = 200, overlap_sentences: int = 1):
+    def __init__(self, count_tokens: Callable[[str], int], *, max_tokens: int = 240, overlap_sentences: int = 1):
         if max_tokens < 16:
             raise ValueError("max_tokens must be at least 16")
         if overlap_sentences < 0:

@@ -86,7 +86,7 @@ class RetrievalSettings:
     top_k: int = 8
     candidates: int = 50
     rrf_k: int = 20
-    dense_weight: float = 0.3
+    dense_weight: float = 0.7
     lexical_weight: float = 1.0
     recency_half_life_days: float = 14.0
     recency_weight: float = 0.1
