@@ -615,16 +615,21 @@ def test_a_feed_urls_credentials_are_not_shown_in_replies_or_logs(emulator, bot_
     assert "http://redacted@127.0.0.1" in caplog.text  # the failed poll was logged, redacted
 
 
-def test_failures_reach_the_user_briefly_and_the_log_in_full(emulator, bot_config, indexed, error_records):
-    bot_config.discord.user_requests = 1
-    real_ask = indexed.ask
+def explode_on_request(service) -> None:
+    """Make the service fail, as a broken index would, on any question that says "explode"."""
+    real_ask = service.ask
 
     def failing_ask(question, **kwargs):
         if "explode" in question:
             raise RuntimeError("index on fire")
         return real_ask(question, **kwargs)
 
-    indexed.ask = failing_ask
+    service.ask = failing_ask
+
+
+def test_failures_reach_the_user_briefly_and_the_log_in_full(emulator, bot_config, indexed, error_records):
+    bot_config.discord.user_requests = 1
+    explode_on_request(indexed)
     heidi, ivan = emulator.user("heidi"), emulator.user("ivan")
     sent = {}
 

@@ -13,7 +13,7 @@ import re
 
 from test_discord_bot import (  # noqa: F401 - bot_config, emulator, error_records, indexed, news are fixtures
     ARTICLES, NO_MENTIONS, PRIVATE, STORY_TITLE, FeedServer, bot_config, callback, emulator, error_records,
-    followups, indexed, news, sent_messages, with_bot,
+    explode_on_request, followups, indexed, news, sent_messages, with_bot,
 )
 from test_render import MASKED_LINK, markup_left
 
@@ -67,14 +67,7 @@ def test_nothing_the_bot_sends_pings_links_elsewhere_or_takes_markup_from_quoted
     general, ask = emulator.channel("general"), emulator.channel("ask")
     bot_config.discord.digest_channel, bot_config.discord.digest_time = general, "07:00"
     bot_config.discord.post_headlines = True
-    real_ask = indexed.ask
-
-    def failing_ask(question, **kwargs):
-        if "explode" in question:
-            raise RuntimeError("index on fire")
-        return real_ask(question, **kwargs)
-
-    indexed.ask = failing_ask
+    explode_on_request(indexed)
     mallory = emulator.user("mallory @everyone")
     sent = {}
 
