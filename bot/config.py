@@ -33,7 +33,7 @@ class IndexSettings:
     chunk_overlap_sentences: int = 1
     exact_search_max: int = 200_000
     hnsw_m: int = 32
-    hnsw_ef_search: int = 128
+    hnsw_ef_search: int = 256
     near_duplicate_threshold: float = 0.7
 
 

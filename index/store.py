@@ -115,7 +115,7 @@ class NewsStore:
         dim: int,
         exact_search_max: int = 200_000,
         hnsw_m: int = 32,
-        hnsw_ef_search: int = 128,
+        hnsw_ef_search: int = 256,
     ) -> None:
         if dim < 1:
             raise ValueError("dim must be positive")
