@@ -77,6 +77,27 @@ def test_filters_by_date_outlet_and_collection(store, fake_embedder):
     assert retriever.run("central bank rates", filters=guild)[0].article.title == "Central bank raises rates"
 
 
+def test_a_filtered_dense_search_scores_exactly_the_allowed_chunks(tmp_path, fake_embedder):
+    import numpy as np
+
+    store = NewsStore(tmp_path / "d", model_name=fake_embedder.name, dim=fake_embedder.dim)
+    make_ingestor(store, fake_embedder).run(
+        [article(f"Story {i}", f"Report number {i} on harbour {i % 7} and market {i % 5}. " * 6,
+                 collection="guild:1" if i % 3 else "shared") for i in range(60)]
+    )
+    where, params = SearchFilters(collections=("guild:1",)).sql()
+    allowed = store.chunk_ids_where(where, params, 10_000)
+    assert 0 < len(allowed) < store.vector_index().ntotal
+    query = fake_embedder.encode(["harbour 3 market"])[0]
+    ids, vectors = store.vectors_for(allowed)  # the truth: every allowed vector scored by hand
+    scores = vectors @ query
+    expected = [int(ids[i]) for i in np.argsort(-scores)[:10]]
+
+    found = Retriever(store, fake_embedder, settings(), mode=RetrievalMode.DENSE)._dense(query, 10, allowed, True)
+    assert {chunk_id for chunk_id, _ in found} == set(expected)  # equal scores may come in either order
+    assert np.allclose([score for _, score in found], np.sort(scores)[::-1][:10], atol=1e-5)
+
+
 def test_extractive_answer_quotes_and_cites_its_sources(store, fake_embedder):
     hits = Retriever(store, fake_embedder, settings()).run("Why did the central bank raise interest rates?")
     answer = ExtractiveAnswerer().run("Why did the central bank raise interest rates?", hits)
