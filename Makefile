@@ -25,7 +25,10 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The first run ingests ../shared/data/reuters and bbc into newsdesk-data/bench (about twenty
+# minutes); later runs reuse it. Writes bench/results/*.json, the plot and bench/REPORT.md.
 bench: setup
+	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/newsdesk --config config.toml bench
 
 clean:

@@ -16,6 +16,7 @@ from importlib import resources
 from bot.config import Config, ConfigError, load_config
 from index.retrieve import RetrievalMode, SearchFilters
 from index.timefilter import SINCE_CHOICES, parse_duration, parse_since
+from index.urls import redact_url
 
 log = logging.getLogger("newsdesk")
 
@@ -51,7 +52,7 @@ def _service(config: Config):
 def cmd_ingest(args, config):
     report = _service(config).ingest(args.sources, collection=args.collection, progress=not args.quiet)
     lines = [report.summary()]
-    lines += [f"  failed: {f.source}: {f.reason}" for f in report.failed]
+    lines += [f"  failed: {redact_url(f.source)}: {f.reason}" for f in report.failed]
     _emit(args, report.to_json(), "\n".join(lines))
     return 0 if report.added or report.duplicates or not report.failed else 1
 
@@ -71,13 +72,21 @@ def cmd_ask(args, config):
 
 
 def _terminal_stream():
-    """Shows the model's text as it arrives; the checked answer is printed after it."""
-    shown = [0]
+    """Shows the model's text as it arrives; the checked answer is printed after it.
+
+    Each call carries the whole text so far. When the client retries (or asks again with fewer
+    sources), the text starts over, so the new attempt gets a line of its own instead of being
+    spliced onto the old one.
+    """
+    shown = [""]
 
     def on_text(text: str) -> None:
-        sys.stdout.write(text[shown[0]:])
+        if text.startswith(shown[0]):
+            sys.stdout.write(text[len(shown[0]):])
+        else:
+            sys.stdout.write(f"\n[retrying]\n{text}")
         sys.stdout.flush()
-        shown[0] = len(text)
+        shown[0] = text
 
     return on_text
 
@@ -139,6 +148,31 @@ def cmd_eval(args, config):
                   for name, r in (("newsdesk", result), ("lead-3", result["lead3"]))]
     _emit(args, result, "\n".join(lines))
     return 0
+
+
+def cmd_bench(args, config):
+    try:
+        from bench.runner import QUICK, Bench  # a source checkout's bench/ package; not in the Docker image
+    except ModuleNotFoundError as exc:
+        if exc.name != "bench":
+            raise
+        raise RuntimeError("the bench needs the bench/ package of a source checkout: run it from the repository") from None
+
+    data_dir = args.data_dir or str(config.data_dir / "bench")
+    # A quick look must not overwrite the figures that bench/REPORT.md quotes.
+    results = args.results or (os.path.join(data_dir, "quick-results") if args.quick else "bench/results")
+    bench = Bench(config, data_dir=data_dir, results_dir=results, corpus=args.corpus or None,
+                  params=QUICK if args.quick else None, progress=not args.quiet)
+    summary = bench.run(args.only)
+    lines = [f"{'figure':<48}{'target':>10}{'measured':>14}"]
+    for target in summary["targets"]:
+        value = "-" if target["value"] is None else target["value"]
+        verdict = {True: "met", False: "MISSED", None: "not run"}[target["met"]]
+        lines.append(f"{target['name']:<48}{target['target']:>10}{value!s:>14}  {verdict}")
+    lines += [f"{name} failed: {why}" for name, why in summary["failed"].items()]
+    lines.append(f"results in {results}")
+    _emit(args, summary, "\n".join(lines))
+    return 1 if summary["failed"] else 0
 
 
 def cmd_console(args, config):
@@ -226,6 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="e.g. ../shared/data/newsqa/dev.jsonl or ../shared/data/cnndm/dev.jsonl")
     p.add_argument("--limit", type=int, help="only the first N rows")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    p = command("bench", cmd_bench, "measure ingest, ask latency, vector search, memory and Discord load")
+    p.add_argument("--only", action="append", metavar="SECTION",
+                   help="run only this section (repeatable): ingest_throughput, ask_latency, footprint, "
+                        "vector_search, discord_load")
+    p.add_argument("--data-dir", help="the persistent bench index (default: <index dir>/bench)")
+    p.add_argument("--results", help="where the JSON results go (default: bench/results; with --quick, "
+                                      "quick-results in the bench data dir)")
+    p.add_argument("--corpus", action="append", metavar="JSONL",
+                   help="corpus files for the bench index (default: ../shared/data/reuters and bbc corpus.jsonl)")
+    p.add_argument("--quick", action="store_true", help="smaller inputs, for a quick look")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on standard error")
 
     command("console", cmd_console, "ask questions in the terminal", json_flag=False)
     command("serve", cmd_serve, "run the Discord bot (needs DISCORD_TOKEN)", json_flag=False)

@@ -77,3 +77,13 @@ def test_errors_are_one_line_without_a_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("newsdesk: error:") and "Traceback" not in result.stderr
     assert "bogus" in result.stderr
+
+
+def test_streamed_text_that_starts_over_on_a_retry_is_shown_on_a_new_line(capsys):
+    """The LLM client reports the whole text so far; a retry starts it again, shorter or different."""
+    from bot.cli import _terminal_stream
+
+    on_text = _terminal_stream()
+    for text in ["NATO", "NATO paused", "NATO paused training", "NA", "NATO said", "NATO said it [1]."]:
+        on_text(text)
+    assert capsys.readouterr().out == "NATO paused training\n[retrying]\nNATO said it [1]."

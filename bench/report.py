@@ -1,0 +1,408 @@
+"""bench/REPORT.md and its plot, written from the results JSON (every figure comes from there)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PLOT = "latency_vs_size.png"
+
+
+def report_path(results_dir: Path) -> Path:
+    return Path(results_dir).parent / "REPORT.md"
+
+
+# -- the plot --------------------------------------------------------------------------------------
+
+
+def plot(summary: dict, out: Path) -> bool:
+    """Latency against collection size: exact and HNSW vector search, and the whole `ask`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sections = summary["sections"]
+    vectors = sections.get("vector_search")
+    ask = sections.get("ask_latency")
+    if not vectors and not ask:
+        return False
+    fig, ax = plt.subplots(figsize=(10, 4.8), dpi=110)
+    if vectors:
+        points = vectors["points"]
+        sizes = [p["vectors"] for p in points]
+        ef = vectors["hnsw_params"]["efSearch"]
+        threads = vectors.get("faiss_threads")
+        series = (("exact", "p95_ms", "o-", "tab:blue", f"exact (flat IP) p95, {threads} FAISS threads (as the store runs)"),
+                  ("exact", "p95_ms_1_thread", "o--", "tab:cyan", "exact p95, 1 FAISS thread"),
+                  ("hnsw", "p95_ms", "s-", "tab:orange",
+                   f"HNSW (M={vectors['hnsw_params']['M']}, efSearch={ef}) p95, {threads} threads"),
+                  ("hnsw", "p95_ms_1_thread", "s--", "tab:brown", "HNSW p95, 1 FAISS thread"),
+                  ("hnsw", "p50_ms_1_thread", "s:", "tab:brown", "HNSW p50, 1 FAISS thread"))
+        for kind, key, style, color, label in series:
+            if all(key in p[kind] for p in points):
+                ax.plot(sizes, [p[kind][key] for p in points], style, color=color, label=label)
+        switch = vectors.get("exact_search_max")
+        if switch and sizes[0] < switch < sizes[-1]:
+            ax.axvline(switch, color="grey", lw=0.8, ls=":")
+            ax.annotate("store switches to HNSW", (switch, 0.45), xycoords=("data", "axes fraction"),
+                        fontsize=8, color="grey", ha="right", va="center", rotation=90)
+    if ask:
+        chunks = ask["chunks"]
+        ax.plot([chunks], [ask["ask"]["p95_ms"]], "*", ms=14, color="tab:red",
+                label=f"whole ask p95 ({chunks:,} chunks, extractive)")
+        ax.plot([chunks], [ask["retrieval_only"]["p95_ms"]], "^", ms=9, color="tab:green",
+                label="ask retrieval p95 (embed + FAISS + BM25 + fusion)")
+        ax.axhline(150, color="tab:red", lw=0.8, ls=":")
+        ax.annotate("ask p95 target 150 ms", (0.01, 150), xycoords=("axes fraction", "data"), fontsize=8,
+                    color="tab:red", va="bottom")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("vectors (chunks) in the collection")
+    ax.set_ylabel("latency per query, ms")
+    ax.set_title("Search latency against collection size (one query at a time, k=50)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return True
+
+
+# -- the markdown ----------------------------------------------------------------------------------
+
+
+def _fmt(value, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _met(met) -> str:
+    return {True: "met", False: "**missed**", None: "not run"}[met]
+
+
+def _machine(summary: dict) -> str:
+    m = summary["machine"]
+    memory = f"{m['memory_total_mb'] / 1024:.0f} GiB" if m.get("memory_total_mb") else "?"
+    return (f"{m.get('cpu_model') or 'unknown CPU'}, {m.get('cpus_usable')} cores usable (shared with other "
+            f"work: load average {', '.join(str(x) for x in m.get('load_average', []))} when the summary was "
+            f"written), {memory} RAM; Python {m.get('python')}, torch {m.get('torch')} (CPU), faiss-cpu "
+            f"{m.get('faiss')}, sentence-transformers {m.get('sentence_transformers')}")
+
+
+def markdown(summary: dict, results_dir: Path) -> str:
+    s = summary["sections"]
+    lines = ["# newsdesk performance", ""]
+    dates = sorted({v["date"][:10] for v in s.values()})
+    lines += [
+        f"Measured by `make bench` (`newsdesk --config config.toml bench`) on {', '.join(dates) or '–'}, on "
+        f"{_machine(summary)}. Every figure below comes from `results/*.json` (one file per section, each "
+        "with its machine and date; `summary.json` has them all). Ratios and side-by-side figures come from "
+        "one run, so the shared machine's noise hits both sides alike; absolute figures move with the other "
+        "work on the machine (each JSON records the load average).",
+        "",
+        "## Targets",
+        "",
+        "| figure | target | measured | |",
+        "|---|---|---|---|",
+    ]
+    for t in summary["targets"]:
+        value = t["value"]
+        unit = " ms" if "ms" in t["target"] and value is not None else ""
+        lines.append(f"| {t['name']} | {t['target']} | {_fmt(value, 3 if isinstance(value, float) and value < 2 else 1)}"
+                     f"{unit} | {_met(t['met'])} |")
+    lines.append("")
+
+    if "ingest_throughput" in s:
+        r = s["ingest_throughput"]
+        lines += [
+            "## Ingest against the bare model",
+            "",
+            f"The first {r['articles_read']} articles of `{r['corpus']}` ingested end to end (read, de-duplicated, "
+            f"chunked, embedded with a cold cache, written to SQLite and FAISS) into a fresh store: "
+            f"{r['chunks']:,} chunks. The bare model then encodes exactly the texts the ingest embedded, in the "
+            f"same {r['encode_calls']} call(s), batch size {r['batch_size']}. {r['rounds']} rounds, alternating "
+            "which goes first; each side's best round (noise on a shared machine only adds time).",
+            "",
+            "| | chunks/s |",
+            "|---|---|",
+            f"| ingest, end to end | {_fmt(r['ingest_chunks_per_s'])} |",
+            f"| bare `model.encode`, same texts | {_fmt(r['bare_model_chunks_per_s'])} |",
+            f"| **ratio** | **{r['ratio']:.3f}** |",
+            "",
+            f"Medians: {_fmt(r.get('ingest_chunks_per_s_median'))} against {_fmt(r.get('bare_model_chunks_per_s_median'))} "
+            f"chunks/s (ratio {_fmt(r.get('ratio_of_medians'), 3)}); ratio per round (ingest and bare model side by side): "
+            f"{', '.join(f'{x:.3f}' for x in r['ratio_per_round'])}.",
+            "",
+            f"The model's calls take {r['encode_share_of_ingest'] * 100:.0f}% of the ingest; everything else costs "
+            f"{r['overhead_seconds_per_1k_chunks']:.2f} s per 1,000 chunks.",
+            "",
+        ]
+    if "ask_latency" in s:
+        r = s["ask_latency"]
+        a, ret = r["ask"], r["retrieval_only"]
+        parts = r.get("parts_median_ms", {})
+        first = r.get("corpus_first_ingest") or {}
+        lines += [
+            "## `ask` latency",
+            "",
+            f"{r['questions']} questions drawn with a fixed seed from the {r['articles']:,} articles "
+            f"({r['chunks']:,} chunks, {r['vector_index']} vector search) of {' + '.join(r['corpus'])}, asked one at "
+            "a time through `NewsService.ask` in extractive mode, after "
+            f"{r['warmup_questions']} warm-up questions. Half are headlines (\"What happened with …?\"), half the "
+            f"first 6–14 words of an article. The answer cites the article the question came from for "
+            f"{r['source_article_cited_share'] * 100:.0f}% of them.",
+            "",
+            "| | p50 | p95 | p99 | max |",
+            "|---|---|---|---|---|",
+            f"| whole `ask` | {_fmt(a['p50_ms'])} ms | **{_fmt(a['p95_ms'])} ms** | {_fmt(a['p99_ms'])} ms | "
+            f"{_fmt(a['max_ms'])} ms |",
+            f"| retrieval alone | {_fmt(ret['p50_ms'])} ms | {_fmt(ret['p95_ms'])} ms | {_fmt(ret['p99_ms'])} ms | "
+            f"{_fmt(ret['max_ms'])} ms |",
+        ]
+        scoped = r.get("scoped_like_discord")
+        if scoped:
+            sa = scoped["ask"]
+            lines.append(f"| whole `ask` filtered to a server's collections, as Discord asks ({scoped['questions']} "
+                         f"other questions) | {_fmt(sa['p50_ms'])} ms | {_fmt(sa['p95_ms'])} ms | "
+                         f"{_fmt(sa['p99_ms'])} ms | {_fmt(sa['max_ms'])} ms |")
+        single = r.get("faiss_one_thread")
+        if single:
+            sa = single["ask"]
+            lines.append(f"| whole `ask` with FAISS at 1 thread ({single['questions']} other questions) | "
+                         f"{_fmt(sa['p50_ms'])} ms | {_fmt(sa['p95_ms'])} ms | {_fmt(sa['p99_ms'])} ms | "
+                         f"{_fmt(sa['max_ms'])} ms |")
+        filtered = r.get("filtered_by_allowed_chunks") or []
+        for f in filtered:
+            fa = f["ask"]
+            lines.append(f"| whole `ask` with a date filter letting {f['allowed_chunks']:,} chunks through "
+                         f"({f['questions']} other questions) | {_fmt(fa['p50_ms'])} ms | {_fmt(fa['p95_ms'])} ms | "
+                         f"{_fmt(fa['p99_ms'])} ms | {_fmt(fa['max_ms'])} ms |")
+        lines += [
+            "",
+            "Median of each part: " + ", ".join(f"{k.removesuffix('_ms')} {v:.1f} ms" for k, v in parts.items()) + ".",
+        ]
+        if first:
+            rate = f" ({first['chunks_per_s']} chunks/s)" if first.get("chunks_per_s") else ""
+            lines += [
+                "",
+                f"The bench index is kept between runs (`<data dir>/bench`); building it the first time took "
+                f"{_fmt(first.get('seconds'))} s{rate}: {first.get('articles_added', 0):,} articles, "
+                f"{first.get('duplicates', 0):,} duplicates folded, {first.get('chunks', 0):,} chunks, "
+                f"{first.get('embedded', 0):,} embedded.",
+            ]
+        lines.append("")
+    if "vector_search" in s:
+        r = s["vector_search"]
+        hp = r["hnsw_params"]
+        lines += [
+            "## Vector search alone, 10k to 1M vectors",
+            "",
+            f"The first {r['base_real_vectors']:,} vectors are the bench index's real chunk embeddings; the rest are "
+            f"Gaussian-perturbed copies of random real ones (noise norm {r['noise']}, cosine to the original ≈ 0.86), "
+            f"renormalised, {r['dim']}-d float32. Queries: {r['queries']} held-out question embeddings (latency over "
+            f"{r['latency_queries']}, one at a time, k={r['search_k']} as the retriever asks, {r['faiss_threads']} "
+            f"FAISS threads). HNSW is the store's own: M={hp['M']}, efConstruction={hp['efConstruction']}, "
+            f"efSearch={hp['efSearch']}; the store uses it past {r['exact_search_max']:,} chunks. Recall@10 is "
+            "HNSW's top 10 against exact search's.",
+            "",
+            f"| vectors | store uses | exact p50 / p95, {r['faiss_threads']} threads | exact, 1 thread | "
+            f"HNSW p50 / p95, {r['faiss_threads']} threads | HNSW, 1 thread | HNSW recall@10 | HNSW build (cumulative) | "
+            "exact / HNSW index |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+
+        def pair(d: dict, suffix: str = "") -> str:
+            if f"p50_ms{suffix}" not in d:
+                return "–"
+            return f"{d['p50_ms' + suffix]:.2f} / {d['p95_ms' + suffix]:.2f} ms"
+
+        for p in r["points"]:
+            e, h = p["exact"], p["hnsw"]
+            lines.append(
+                f"| {p['vectors']:,} | {p['store_uses']} | {pair(e)} | {pair(e, '_1_thread')} | {pair(h)} | "
+                f"{pair(h, '_1_thread')} | {h['recall_at_10']:.3f} | {h['build_s_cumulative']:.0f} s | "
+                f"{e['index_mb']:,.0f} / {h['index_mb']:,.0f} MB |"
+            )
+        largest = r["points"][-1]
+        lines += [
+            "",
+            f"efSearch at {largest['vectors']:,} vectors (latency with one FAISS thread: the search's own cost):",
+            "",
+            "| efSearch | recall@10 | p50 | p95 |",
+            "|---|---|---|---|",
+        ]
+        for e in largest["ef_sweep"]:
+            mark = " (store default)" if e["ef_search"] == hp["efSearch"] else ""
+            lines.append(f"| {e['ef_search']}{mark} | {e['recall_at_10']:.3f} | {e['p50_ms']:.2f} ms | "
+                         f"{e['p95_ms']:.2f} ms |")
+        best = r.get("smallest_ef_search_reaching_0_95_at_largest")
+        lines.append("")
+        if best is None:
+            lines.append("No efSearch in the sweep reaches recall@10 0.95 at this size.")
+        elif best["ef_search"] == hp["efSearch"]:
+            lines.append(f"The default efSearch {hp['efSearch']} is the smallest in the sweep that reaches 0.95 here "
+                         f"({best['recall_at_10']:.3f}, p95 {best['p95_ms']:.2f} ms).")
+        elif best["ef_search"] < hp["efSearch"]:
+            lines.append(f"The default efSearch {hp['efSearch']} reaches the target; efSearch {best['ef_search']} is "
+                         f"the smallest in the sweep that does ({best['recall_at_10']:.3f}, p95 {best['p95_ms']:.2f} ms).")
+        else:
+            lines.append(f"The default efSearch {hp['efSearch']} misses the target here; efSearch {best['ef_search']} "
+                         f"is the smallest in the sweep that reaches it ({best['recall_at_10']:.3f}, p95 "
+                         f"{best['p95_ms']:.2f} ms).")
+        lines.append("")
+    if "footprint" in s:
+        r = s["footprint"]
+        d = r["disk"]
+        lines += [
+            "## Memory and disk",
+            "",
+            f"Resident memory, each figure read in a fresh process after loading the index and answering "
+            f"questions, bench index ({r['chunks']:,} chunks) against an empty one:",
+            "",
+            "| | empty index | bench index | per 100k chunks |",
+            "|---|---|---|---|",
+        ]
+        for kind, label in (("service", "whole NewsService (model loaded, questions asked)"),
+                            ("store", "store alone (FAISS loaded, searches run)")):
+            if kind in r:
+                k = r[kind]
+                lines.append(f"| {label} | {_fmt(k['empty']['rss_mb'])} MB | {_fmt(k['full']['rss_mb'])} MB | "
+                             f"**{_fmt(k['rss_mb_per_100k_chunks'])} MB** |")
+        lines += [
+            "",
+            f"The vectors alone are {r['vectors_mb_per_100k_chunks']} MB per 100k chunks (float32, flat index); past "
+            "the HNSW switch the graph adds its links (see the index sizes above).",
+            "",
+            f"On disk the bench index takes {_fmt(d['total_mb'])} MB: SQLite {_fmt(d['sqlite_bytes'] / 2**20)} MB "
+            f"(articles, chunks, BM25 postings and the vector cache), FAISS {_fmt(d['faiss_bytes'] / 2**20)} MB; "
+            f"**{_fmt(d.get('mb_per_100k_chunks'))} MB per 100k chunks** (SQLite "
+            f"{_fmt(d.get('sqlite_mb_per_100k_chunks'))}, FAISS {_fmt(d.get('faiss_mb_per_100k_chunks'))}).",
+        ]
+        if d.get("sqlite_tables_mb"):
+            lines.append("SQLite by table: " + ", ".join(f"{k} {v:,.1f} MB" for k, v in d["sqlite_tables_mb"].items())
+                         + ".")
+        lines.append("")
+    if "discord_load" in s:
+        r = s["discord_load"]
+        loop, fr, an = r["event_loop"], r["first_response"], r["answer"]
+        ingest = r["feed_ingest"]
+        lines += [
+            "## Load through Discord",
+            "",
+            f"The real bot on the local Discord emulator, its index seeded with {r['seed']['articles']} articles of `{r['corpus']}` "
+            f"({r['seed']['chunks']:,} chunks). A local RSS feed of the next {ingest['articles_in_feed']} articles is "
+            f"listed in the config, so the bot's poller ingests it ({ingest['chunks']:,} chunks in "
+            f"{_fmt(ingest['seconds'])} s, in a worker thread); {r['questions']} `/ask` interactions from different members arrive at "
+            f"once (rate limits off: this measures capacity) while it runs (the ingest ran through {r['ingest_overlap_share'] * 100:.0f}% of the questions' "
+            f"{_fmt(r['questions_window_s'])} s).",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| questions answered | {r['answered']}/{r['questions']} ({r['answers_with_citation']} with a citation) |",
+            f"| first response (the defer), p50 / p95 | {_fmt(fr.get('p50_ms'))} / {_fmt(fr.get('p95_ms'))} ms |",
+            f"| answer, p50 / p95 | {_fmt(an.get('p50_ms'))} / {_fmt(an.get('p95_ms'))} ms |",
+            f"| longest event-loop stall (5 ms tick) | {_fmt(loop['max_stall_ms'])} ms "
+            f"({_fmt(loop['max_stall_during_questions_ms'])} ms while the questions were in flight; an idle "
+            f"process ticking beside it: {_fmt(loop.get('idle_process_same_tick', {}).get('max_lateness_ms'))} ms) |",
+            f"| peak resident memory | {_fmt(r['memory']['peak_rss_mb'])} MB (at start {_fmt(r['memory']['rss_start_mb'])} MB) |",
+            f"| errors logged | {r['error_log_records']} |",
+            "",
+        ]
+    findings = _findings(s)
+    if findings:
+        lines += ["## What the figures say", ""] + [f"- {f}" for f in findings] + [""]
+    if (results_dir / PLOT).exists():
+        lines += ["## Latency against collection size", "", f"![latency against collection size](results/{PLOT})", ""]
+    lines += [
+        "## Reproduce",
+        "",
+        "```sh",
+        "make bench                                   # every section; results in bench/results/, this report",
+        "newsdesk bench --only ask_latency --json     # one section (repeatable); one JSON object on stdout",
+        "newsdesk bench --quick                       # smaller inputs, for a quick look",
+        "```",
+        "",
+        "The first run ingests `../shared/data/reuters` and `../shared/data/bbc` into `<data dir>/bench` "
+        "(about twenty minutes on two cores: the model embeds every chunk); later runs reuse that index.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _findings(s: dict) -> list[str]:
+    """Observations that follow from the figures; each only when its figures are there."""
+    out = []
+    ingest = s.get("ingest_throughput")
+    if ingest:
+        out.append(
+            f"Ingest is model-bound: the model's calls take {ingest['encode_share_of_ingest'] * 100:.0f}% of it. The "
+            f"rest ({ingest['overhead_seconds_per_1k_chunks']:.2f} s per 1,000 chunks) runs before the model, not "
+            "beside it; overlapping it with the model's work, or making it cheaper, is what would close the gap.")
+    vectors, ask = s.get("vector_search"), s.get("ask_latency")
+    if ask and ask.get("faiss_one_thread"):
+        one = ask["faiss_one_thread"]
+        out.append(
+            f"FAISS's OpenMP pool ({ask.get('faiss_threads', '?')} threads) does not help a one-query search on this "
+            f"machine: inside `ask`, the vector search's median is {ask['parts_median_ms'].get('dense_ms', 0):.1f} ms "
+            f"with it and {one['parts_median_ms'].get('dense_ms', 0):.1f} ms at one thread (whole `ask` p50 "
+            f"{ask['ask']['p50_ms']:.1f} → {one['ask']['p50_ms']:.1f} ms). The parallel region waits for a second "
+            "core that the model's threads or other processes hold, most likely.")
+    if vectors:
+        largest = vectors["points"][-1]
+        e = largest["exact"]
+        if "p95_ms_1_thread" in e:
+            out.append(f"Exact search at {largest['vectors']:,} vectors: p95 {e['p95_ms']:.0f} ms with "
+                       f"{vectors['faiss_threads']} threads, {e['p95_ms_1_thread']:.0f} ms with one; HNSW "
+                       f"{largest['hnsw']['p95_ms']:.2f} ms.")
+        hp = vectors["hnsw_params"]
+        real = [p for p in vectors["points"] if p["real_vectors"] == p["vectors"]]
+        best = vectors.get("smallest_ef_search_reaching_0_95_at_largest")
+        text = (f"HNSW recall@10 at the default efSearch {hp['efSearch']}: "
+                + ", ".join(f"{p['hnsw']['recall_at_10']:.3f} at {p['vectors']:,}" for p in vectors["points"]) + ".")
+        if real:
+            sizes = ", ".join(f"{p['vectors']:,}" for p in real)
+            text += (f" The {sizes} points are real embeddings only; past them the"
+                     " collection is perturbed copies, which crowd each neighbourhood with near-equals, so part of the "
+                     "fall at 1M may be the synthetic data's and not the size's.")
+        if best and best["ef_search"] > hp["efSearch"]:
+            text += (f" efSearch {best['ef_search']} reaches {best['recall_at_10']:.3f} at {largest['vectors']:,} "
+                     f"for p95 {best['p95_ms']:.2f} ms.")
+        out.append(text)
+    if ask and ask.get("scoped_like_discord"):
+        scoped = ask["scoped_like_discord"]
+        parts = scoped["parts_median_ms"]
+        listed = sum(parts.get(k, 0) for k in ("embed_ms", "dense_ms", "bm25_ms", "fuse_ms"))
+        out.append(
+            f"Questions from Discord carry a collection filter and cost more: p50 {scoped['ask']['p50_ms']:.0f} ms "
+            f"against {ask['ask']['p50_ms']:.0f} ms. Of the retrieval's median {parts.get('retrieve_ms', 0):.0f} ms, "
+            f"{parts.get('retrieve_ms', 0) - listed:.0f} ms is outside embedding, vector search, BM25 and fusion: "
+            "most of it, by the code, in listing the allowed chunks (up to 20,001 rows) to learn whether the filter is "
+            "narrow enough for an exact search over them.")
+    filtered = (ask or {}).get("filtered_by_allowed_chunks") or []
+    if len(filtered) >= 2:
+        slow = max(filtered, key=lambda f: f["ask"]["p50_ms"])
+        fast = [f for f in filtered if f["allowed_chunks"] > slow["allowed_chunks"]]
+        text = (f"A filter that lets {slow['allowed_chunks']:,} chunks through makes `ask` p50 "
+                f"{slow['ask']['p50_ms']:.0f} ms (vector search {slow['parts_median_ms'].get('dense_ms', 0):.0f} ms): "
+                "up to the retriever's EXACT_FILTER_LIMIT (20,000) it reads every allowed chunk's vector from "
+                "SQLite for each question.")
+        if fast:
+            text += (f" Past the limit ({fast[0]['allowed_chunks']:,} chunks) it searches FAISS and filters after: "
+                     f"p50 {fast[0]['ask']['p50_ms']:.0f} ms. Every Discord question carries a collection filter, so "
+                     "a server whose collections hold under 20,000 chunks takes the slow path every time.")
+        out.append(text)
+    return out
+
+
+def write(summary: dict, results_dir: Path) -> Path:
+    results_dir = Path(results_dir)
+    plot(summary, results_dir / PLOT)
+    path = report_path(results_dir)
+    path.write_text(markdown(summary, results_dir), encoding="utf-8")
+    return path

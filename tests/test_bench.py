@@ -1,0 +1,141 @@
+"""`newsdesk bench` on tiny inputs with the fake embedder: every section runs, and its JSON has the
+figures the report reads, positive and consistent with each other. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+
+import pytest
+from fakes import FakeEmbedder
+
+from bench import SECTIONS
+from bench.runner import Bench, require_matplotlib
+
+WORDS = ("harbour council river flood energy market election court strike bank coal wheat rail school "
+         "hospital storm budget tariff oil mine port shares profit vote minister police fire bridge farm "
+         "export import trade union price rates growth drought crop film music match league player coach").split()
+
+
+def _corpus(path, n: int, *, seed: int, outlet: str) -> None:
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 16))).capitalize() + "."
+                     for _ in range(rng.randint(4, 9))]
+        text = " ".join(sentences[:3]) + "\n\n" + " ".join(sentences[3:])
+        lines.append(json.dumps({"id": f"{outlet}-{i}", "title": " ".join(rng.choice(WORDS) for _ in range(5)).title(),
+                                 "text": text, "source": outlet, "published": f"2020-01-{1 + i % 28:02d}T12:00:00"}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+PARAMS = {
+    "ingest_throughput": {"articles": 12, "rounds": 2},
+    "ask_latency": {"questions": 12, "warmup": 2, "scoped_questions": 5, "one_thread_questions": 4,
+                    "filtered_questions": 2},
+    "footprint": {"with_model": False, "queries": 5},
+    "vector_search": {"sizes": (60, 300), "latency_queries": 10, "ef_sweep": (8, 64), "queries": 20},
+    "discord_load": {"seed_articles": 15, "feed_articles": 6, "questions": 6, "lead_seconds": 0.0, "timeout": 60},
+}
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    a, b = tmp_path / "wire.jsonl", tmp_path / "bbc.jsonl"
+    _corpus(a, 30, seed=1, outlet="Wire")
+    _corpus(b, 40, seed=2, outlet="BBC")
+    return [a, b]
+
+
+def _plot_available() -> bool:
+    try:
+        require_matplotlib()
+        return True
+    except RuntimeError:
+        return False
+
+
+def test_every_section_writes_its_figures(config, corpus, tmp_path):
+    results = tmp_path / "bench" / "results"
+    plot = _plot_available()
+    bench = Bench(config, data_dir=tmp_path / "benchdata", results_dir=results, corpus=corpus,
+                  embedder=FakeEmbedder(), params=PARAMS, progress=False, plot=plot)
+    summary = bench.run()
+    assert summary["failed"] == {} and summary["ran"] == list(SECTIONS)
+    for name in SECTIONS:
+        record = json.loads((results / f"{name}.json").read_text())
+        assert record["section"] == name and record["date"] and record["machine"]["cpu_count"] >= 1
+        assert record["machine"]["python"] and record["machine"]["faiss"]
+    assert json.loads((results / "summary.json").read_text())["sections"].keys() == set(SECTIONS)
+    s = summary["sections"]
+
+    ingest = s["ingest_throughput"]
+    assert ingest["chunks"] > 0 and ingest["texts_encoded"] == ingest["chunks"]
+    assert ingest["ingest_chunks_per_s"] > 0 and ingest["bare_model_chunks_per_s"] > 0
+    assert ingest["ratio"] == pytest.approx(ingest["ingest_chunks_per_s"] / ingest["bare_model_chunks_per_s"], rel=0.01)
+    assert len(ingest["ratio_per_round"]) == 2 and 0 < ingest["encode_share_of_ingest"] <= 1
+
+    ask = s["ask_latency"]
+    assert ask["questions"] == 12 and ask["mode"] == "extractive" and ask["chunks"] > 0
+    assert 0 < ask["ask"]["p50_ms"] <= ask["ask"]["p95_ms"] <= ask["ask"]["max_ms"]
+    assert ask["retrieval_only"]["p50_ms"] <= ask["ask"]["p50_ms"]
+    assert 0 <= ask["source_article_cited_share"] <= 1 and ask["corpus_first_ingest"]["ingested_now"]
+    assert ask["scoped_like_discord"]["questions"] == 5 and ask["faiss_one_thread"]["questions"] == 4
+
+    foot = s["footprint"]
+    assert foot["chunks"] == ask["chunks"] and foot["measured_with"] == "store"
+    assert foot["store"]["full"]["rss_mb"] > 0 and foot["store"]["empty"]["chunks"] == 0
+    assert foot["disk"]["total_bytes"] == foot["disk"]["sqlite_bytes"] + foot["disk"]["faiss_bytes"] > 0
+    assert foot["disk"]["mb_per_100k_chunks"] > 0
+
+    vectors = s["vector_search"]
+    assert [p["vectors"] for p in vectors["points"]] == [60, 300]
+    assert vectors["hnsw_params"]["efSearch"] == config.index.hnsw_ef_search
+    for point in vectors["points"]:
+        assert point["exact"]["p50_ms"] > 0 and point["hnsw"]["p50_ms"] > 0
+        assert point["exact"]["p50_ms_1_thread"] > 0 and point["hnsw"]["p50_ms_1_thread"] > 0
+        assert 0 <= point["hnsw"]["recall_at_10"] <= 1
+        assert {e["ef_search"] for e in point["ef_sweep"]} == {8, 64, config.index.hnsw_ef_search}
+        assert point["hnsw"]["index_mb"] >= point["exact"]["index_mb"]
+    assert vectors["largest"]["vectors"] == 300
+
+    load = s["discord_load"]
+    assert load["all_answered"] and load["answered"] == load["questions"] == 6
+    assert load["first_response"]["n"] == 6 and load["answer"]["n"] == 6
+    assert load["first_response"]["p50_ms"] <= load["answer"]["p50_ms"]
+    assert load["feed_url_fetched"] and load["feed_ingest"]["added"] == 6 and load["feed_ingest"]["error"] is None
+    assert load["event_loop"]["max_stall_ms"] is not None and load["memory"]["peak_rss_mb"] > 0
+    assert load["event_loop"]["idle_process_same_tick"]["max_lateness_ms"] >= 0
+    assert load["error_log_records"] == 0 and load["unknown_routes"] == []
+
+    assert [t["met"] is not None for t in summary["targets"]] == [True] * 5
+    if plot:
+        assert (results / "latency_vs_size.png").stat().st_size > 0
+        report = (results.parent / "REPORT.md").read_text()
+        assert "results/latency_vs_size.png" in report and "## Targets" in report
+
+    # A second run reuses the index (the corpus is not ingested again) and keeps the other sections.
+    again = Bench(config, data_dir=tmp_path / "benchdata", results_dir=results, corpus=corpus,
+                  embedder=FakeEmbedder(), params=PARAMS, progress=False, plot=False).run(["ask_latency"])
+    assert again["ran"] == ["ask_latency"] and again["sections"].keys() == set(SECTIONS)
+    assert again["sections"]["ask_latency"]["corpus_first_ingest"]["ingested_now"] is False
+    # A change to how the index is cut builds it again (re-ingesting would only find it all indexed).
+    config.index.chunk_tokens = 60
+    rebuilt = Bench(config, data_dir=tmp_path / "benchdata", results_dir=results, corpus=corpus,
+                    embedder=FakeEmbedder(), params=PARAMS, progress=False, plot=False).run(["ask_latency"])
+    first = rebuilt["sections"]["ask_latency"]["corpus_first_ingest"]
+    assert first["ingested_now"] and first["articles_added"] == 70 and first["embedded"] == first["chunks"]
+
+
+def test_a_missing_matplotlib_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(RuntimeError, match=r"pip install -e '\.\[bench\]'"):
+        require_matplotlib()
+
+
+def test_an_unknown_section_is_refused(config, tmp_path):
+    bench = Bench(config, data_dir=tmp_path / "b", results_dir=tmp_path / "r", corpus=[], embedder=FakeEmbedder(),
+                  progress=False, plot=False)
+    with pytest.raises(ValueError, match="unknown bench section"):
+        bench.run(["nope"])
