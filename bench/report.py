@@ -360,6 +360,15 @@ def _findings(s: dict) -> list[str]:
             out.append(f"Exact search at {largest['vectors']:,} vectors: p95 {e['p95_ms']:.0f} ms with "
                        f"{vectors['faiss_threads']} threads, {e['p95_ms_1_thread']:.0f} ms with one; HNSW "
                        f"{largest['hnsw']['p95_ms']:.2f} ms.")
+        spikes = [p for p in vectors["points"] if "p50_ms_1_thread" in p["hnsw"]
+                  and p["hnsw"]["p50_ms"] > 3 * p["hnsw"]["p50_ms_1_thread"]]
+        if spikes:
+            worst = max(spikes, key=lambda p: p["hnsw"]["p50_ms"] / p["hnsw"]["p50_ms_1_thread"])
+            out.append(f"Even HNSW, whose search of one query is serial, waits on the pool (IDMap2's id translation "
+                       f"opens a parallel region): at {worst['vectors']:,} vectors its p50 was "
+                       f"{worst['hnsw']['p50_ms']:.2f} ms with {vectors['faiss_threads']} threads against "
+                       f"{worst['hnsw']['p50_ms_1_thread']:.2f} ms with one, measured minutes apart while other work "
+                       "loaded the machine. Searching with one FAISS thread avoids it.")
         hp = vectors["hnsw_params"]
         real = [p for p in vectors["points"] if p["real_vectors"] == p["vectors"]]
         best = vectors.get("smallest_ef_search_reaching_0_95_at_largest")
