@@ -314,6 +314,22 @@ def markdown(summary: dict, results_dir: Path) -> str:
             f"| errors logged | {r['error_log_records']} |",
             "",
         ]
+    if "threads" in s:
+        r = s["threads"]
+        lines += [
+            "## The model's threads on a shared machine",
+            "",
+            f"One question embedded at a time ({r['queries']} of them), then {r['texts']} passages in batches, each "
+            "setting in a fresh process; 'one busy process' is a busy loop the bench runs beside it on one core.",
+            "",
+            "| setting | machine | one query p50 / p95 | passages/s |",
+            "|---|---|---|---|",
+        ]
+        for row in r["rows"]:
+            q = row["query"]
+            lines.append(f"| {row['setting']} | {row['condition']} | {_fmt(q['p50_ms'])} / {_fmt(q['p95_ms'])} ms | "
+                         f"{_fmt(row['passages_per_s'])} |")
+        lines.append("")
     findings = _findings(s)
     if findings:
         lines += ["## What the figures say", ""] + [f"- {f}" for f in findings] + [""]
@@ -393,19 +409,36 @@ def _findings(s: dict) -> list[str]:
             f"{parts.get('retrieve_ms', 0) - listed:.0f} ms is outside embedding, vector search, BM25 and fusion: "
             "most of it, by the code, in listing the allowed chunks (up to 20,001 rows) to learn whether the filter is "
             "narrow enough for an exact search over them.")
+    threads = s.get("threads")
+    if threads:
+        rows = {(r["setting"], r["condition"]): r for r in threads["rows"]}
+        busy_default = rows.get(("default", "one busy process"))
+        busy_passive = rows.get(("OMP_WAIT_POLICY=PASSIVE", "one busy process"))
+        quiet_default = rows.get(("default", "quiet"))
+        quiet_passive = rows.get(("OMP_WAIT_POLICY=PASSIVE", "quiet"))
+        if busy_default and busy_passive and quiet_default and quiet_passive:
+            out.append(
+                f"With another process busy on one core, embedding one question takes p50/p95 "
+                f"{busy_default['query']['p50_ms']:.0f}/{busy_default['query']['p95_ms']:.0f} ms with torch's default "
+                f"OpenMP settings and {busy_passive['query']['p50_ms']:.0f}/{busy_passive['query']['p95_ms']:.0f} ms "
+                f"with OMP_WAIT_POLICY=PASSIVE (quiet machine: p50 {quiet_default['query']['p50_ms']:.0f} and "
+                f"{quiet_passive['query']['p50_ms']:.0f} ms; passages/s {quiet_default['passages_per_s']:.1f} and "
+                f"{quiet_passive['passages_per_s']:.1f}). The bot shares its machine with its own ingest and whatever "
+                "else runs there.")
     filtered = (ask or {}).get("filtered_by_allowed_chunks") or []
     if len(filtered) >= 2:
         slow = max(filtered, key=lambda f: f["ask"]["p50_ms"])
-        fast = [f for f in filtered if f["allowed_chunks"] > slow["allowed_chunks"]]
-        text = (f"A filter that lets {slow['allowed_chunks']:,} chunks through makes `ask` p50 "
-                f"{slow['ask']['p50_ms']:.0f} ms (vector search {slow['parts_median_ms'].get('dense_ms', 0):.0f} ms): "
-                "up to the retriever's EXACT_FILTER_LIMIT (20,000) it reads every allowed chunk's vector from "
-                "SQLite for each question.")
-        if fast:
-            text += (f" Past the limit ({fast[0]['allowed_chunks']:,} chunks) it searches FAISS and filters after: "
-                     f"p50 {fast[0]['ask']['p50_ms']:.0f} ms. Every Discord question carries a collection filter, so "
-                     "a server whose collections hold under 20,000 chunks takes the slow path every time.")
-        out.append(text)
+        base = ask["ask"]["p50_ms"]
+        span = ", ".join(f"{f['ask']['p50_ms']:.0f} ms at {f['allowed_chunks']:,}" for f in filtered)
+        if slow["ask"]["p50_ms"] > 2 * base:
+            out.append(f"Filters can cost a lot: `ask` p50 with a date filter is {span} allowed chunks, against "
+                       f"{base:.0f} ms unfiltered; the worst ({slow['allowed_chunks']:,}) spends "
+                       f"{slow['parts_median_ms'].get('dense_ms', 0):.0f} ms in the vector search. Up to the "
+                       "retriever's EXACT_FILTER_LIMIT (20,000) the allowed chunks are searched exactly, and every "
+                       "Discord question carries a collection filter.")
+        else:
+            out.append(f"Filters cost little: `ask` p50 with a date filter is {span} allowed chunks, against "
+                       f"{base:.0f} ms unfiltered.")
     return out
 
 

@@ -23,6 +23,7 @@ QUICK = {
     "footprint": {},
     "vector_search": {"sizes": (10_000, 30_000, 100_000), "latency_queries": 100},
     "discord_load": {"seed_articles": 100, "feed_articles": 50},
+    "threads": {"queries": 10, "texts": 32},
 }
 
 
@@ -122,6 +123,11 @@ class Bench:
         from bench import discord_load
 
         return discord_load.run(self.config, self.embedder, self.slice_corpus, progress=self.progress, **kw)
+
+    def threads(self, **kw) -> dict:
+        from bench import threads
+
+        return threads.run(self.config, progress=self.progress, **kw)
 
     # -- the run -------------------------------------------------------------------------------
 

@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", cmd_bench, "measure ingest, ask latency, vector search, memory and Discord load")
     p.add_argument("--only", action="append", metavar="SECTION",
                    help="run only this section (repeatable): ingest_throughput, ask_latency, footprint, "
-                        "vector_search, discord_load")
+                        "discord_load, vector_search, threads")
     p.add_argument("--data-dir", help="the persistent bench index (default: <index dir>/bench)")
     p.add_argument("--results", help="where the JSON results go (default: bench/results; with --quick, "
                                       "quick-results in the bench data dir)")

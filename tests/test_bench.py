@@ -37,6 +37,7 @@ PARAMS = {
     "footprint": {"with_model": False, "queries": 5},
     "vector_search": {"sizes": (60, 300), "latency_queries": 10, "ef_sweep": (8, 64), "queries": 20},
     "discord_load": {"seed_articles": 15, "feed_articles": 6, "questions": 6, "lead_seconds": 0.0, "timeout": 60},
+    "threads": {"workload": "numpy", "queries": 3, "texts": 4, "busy_seconds": 30},
 }
 
 
@@ -108,6 +109,12 @@ def test_every_section_writes_its_figures(config, corpus, tmp_path):
     assert load["event_loop"]["max_stall_ms"] is not None and load["memory"]["peak_rss_mb"] > 0
     assert load["event_loop"]["idle_process_same_tick"]["max_lateness_ms"] >= 0
     assert load["error_log_records"] == 0 and load["unknown_routes"] == []
+
+    threads = s["threads"]
+    assert [(r["setting"], r["condition"]) for r in threads["rows"]] == [
+        (setting, condition) for condition in ("quiet", "one busy process")
+        for setting in ("default", "OMP_WAIT_POLICY=PASSIVE", "1 thread")]
+    assert all(r["query"]["n"] == 3 and r["passages_per_s"] > 0 for r in threads["rows"])
 
     assert [t["met"] is not None for t in summary["targets"]] == [True] * 5
     if plot:
