@@ -116,8 +116,9 @@ class Ingestor:
         reason = "already indexed"
         if existing is None:
             existing, reason = writer.find_same_text(article.content_hash), "same text"
-        fingerprint = self.hasher.run(article.text)
+        fingerprint = None  # hashed only for a new text: a poll re-reads every item it already holds
         if existing is None:
+            fingerprint = self.hasher.run(article.text)
             existing = writer.find_near_duplicate(fingerprint, self.threshold)
             reason = "near-duplicate"
         if existing is not None:
@@ -126,10 +127,7 @@ class Ingestor:
                 writer.add_also_reported(existing, article)
             report.duplicates.append(Duplicate(article.id, writer.article_id_of(existing), reason))
             return None
-        chunks = self.chunker.run(article)
-        if not chunks:
-            report.failed.append(Failure(article.source or article.id, "no text to index"))
-            return None
+        chunks = self.chunker.run(article)  # never empty: an Article's text is not blank
         writer.add_article(article, chunks, fingerprint, [embed_text(article, c.text) for c in chunks])
         return article.id, len(chunks)
 

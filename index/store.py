@@ -34,6 +34,14 @@ from index.dedup import Fingerprint
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+_BIND_BATCH = 900  # values bound per statement: SQLite's default limit is 999
+
+
+def _in_batches(values: list) -> Iterator[tuple[list, str]]:
+    """`values` in slices small enough to bind, each with its "?,?,…" placeholder list."""
+    for start in range(0, len(values), _BIND_BATCH):
+        part = values[start : start + _BIND_BATCH]
+        yield part, ",".join("?" * len(part))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -254,11 +262,10 @@ class NewsStore:
         """Stored vectors of the given chunks, for exact search over a filtered subset."""
         ids = list(chunk_ids)
         out_ids, out_vecs = [], []
-        for start in range(0, len(ids), 900):
-            part = ids[start : start + 900]
+        for part, marks in _in_batches(ids):
             rows = self.db.execute(
                 f"SELECT c.id, v.vector FROM chunks c JOIN vectors v ON v.model=? AND v.hash=c.embed_hash "
-                f"WHERE c.id IN ({','.join('?' * len(part))})",
+                f"WHERE c.id IN ({marks})",
                 (self.model_name, *part),
             ).fetchall()
             out_ids += [r[0] for r in rows]
@@ -275,10 +282,9 @@ class NewsStore:
             return {}
         rowids = [r[0] for r in rows]
         also: dict[int, list[str]] = {}
-        for start in range(0, len(rowids), 900):
-            part = rowids[start : start + 900]
+        for part, marks in _in_batches(rowids):
             for article, outlet in self.db.execute(
-                f"SELECT article, outlet FROM also_reported WHERE article IN ({','.join('?' * len(part))}) "
+                f"SELECT article, outlet FROM also_reported WHERE article IN ({marks}) "
                 "ORDER BY outlet",
                 part,
             ):
@@ -294,11 +300,10 @@ class NewsStore:
     def chunks_with_articles(self, chunk_ids: list[int]) -> dict[int, tuple[StoredChunk, ArticleMeta, str]]:
         """For each chunk id still present: the chunk, its article's metadata and the article text."""
         out: dict[int, tuple[StoredChunk, ArticleMeta, str]] = {}
-        for start in range(0, len(chunk_ids), 900):
-            part = [int(i) for i in chunk_ids[start : start + 900]]
+        for part, marks in _in_batches([int(i) for i in chunk_ids]):
             rows = self.db.execute(
                 f"SELECT c.id, c.article, c.start, c.end, {self._META_COLUMNS}, a.text "
-                f"FROM chunks c JOIN articles a ON a.rowid = c.article WHERE c.id IN ({','.join('?' * len(part))})",
+                f"FROM chunks c JOIN articles a ON a.rowid = c.article WHERE c.id IN ({marks})",
                 part,
             ).fetchall()
             metas = self._metas([r[4:13] for r in rows])
@@ -335,11 +340,10 @@ class NewsStore:
 
     def first_chunk_ids(self, article_rowids: list[int]) -> dict[int, int]:
         out = {}
-        for start in range(0, len(article_rowids), 900):
-            part = article_rowids[start : start + 900]
+        for part, marks in _in_batches(article_rowids):
             out.update(
                 self.db.execute(
-                    f"SELECT article, min(id) FROM chunks WHERE article IN ({','.join('?' * len(part))}) GROUP BY article",
+                    f"SELECT article, min(id) FROM chunks WHERE article IN ({marks}) GROUP BY article",
                     part,
                 ).fetchall()
             )
@@ -559,9 +563,7 @@ class StoreWriter:
         doomed = [r[0] for r in rows]
         if collections is not None:
             doomed = self._leave_collections(doomed, collections)
-        for start in range(0, len(doomed), 900):
-            part = doomed[start : start + 900]
-            marks = ",".join("?" * len(part))
+        for part, marks in _in_batches(doomed):
             self.db.execute(
                 f"DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE article IN ({marks}))", part
             )
@@ -574,9 +576,7 @@ class StoreWriter:
         """Take the articles out of `collections`; returns those no collection holds any more."""
         names = ",".join("?" * len(collections)) or "NULL"
         orphans = []
-        for start in range(0, len(rowids), 900):
-            part = rowids[start : start + 900]
-            marks = ",".join("?" * len(part))
+        for part, marks in _in_batches(rowids):
             self.db.execute(
                 f"DELETE FROM article_collections WHERE collection IN ({names}) AND article IN ({marks})",
                 [*collections, *part],
@@ -591,11 +591,10 @@ class StoreWriter:
         """The cached vectors among `hashes`, looked up in batches rather than one query per chunk."""
         wanted = list(dict.fromkeys(hashes))
         found: dict[str, bytes] = {}
-        for start in range(0, len(wanted), 900):
-            part = wanted[start : start + 900]
+        for part, marks in _in_batches(wanted):
             found.update(
                 self.db.execute(
-                    f"SELECT hash, vector FROM vectors WHERE model = ? AND hash IN ({','.join('?' * len(part))})",
+                    f"SELECT hash, vector FROM vectors WHERE model = ? AND hash IN ({marks})",
                     (self.store.model_name, *part),
                 ).fetchall()
             )
@@ -623,9 +622,11 @@ class StoreWriter:
             self.db.execute("BEGIN IMMEDIATE")
             return
         generation = store.generation(self.db) + 1
-        total = self.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        current = store.vector_index()
-        rebuild = self._removed or (total > store.exact_search_max) != store.is_approximate(current)
+        rebuild = self._removed  # a removal rebuilds from SQLite: the loaded index is not needed
+        if not rebuild:
+            current = store.vector_index()
+            total = self.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            rebuild = (total > store.exact_search_max) != store.is_approximate(current)
         if rebuild:
             index = store._build_index(self.db)
         else:
