@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from index.article import Article, Chunk
 from index.sentences import sentence_spans
+
+_WORD = re.compile(r"\S+")
 
 
 class Chunker:
@@ -47,7 +50,7 @@ class Chunker:
         if tokens <= self.max_tokens:
             return [(a, b, tokens)]
         # Split an over-long sentence into word windows of roughly equal token cost.
-        words = [(m_start, m_end) for m_start, m_end in _word_spans(text, a, b)]
+        words = [m.span() for m in _WORD.finditer(text, a, b)]
         per_word = tokens / max(len(words), 1)
         size = max(1, int(self.max_tokens / per_word * 0.9))
         out = []
@@ -55,16 +58,3 @@ class Chunker:
             s, e = words[k][0], words[min(k + size, len(words)) - 1][1]
             out.append((s, e, self.count_tokens(text[s:e])))
         return out
-
-
-def _word_spans(text: str, a: int, b: int):
-    i = a
-    while i < b:
-        while i < b and text[i].isspace():
-            i += 1
-        j = i
-        while j < b and not text[j].isspace():
-            j += 1
-        if j > i:
-            yield i, j
-        i = j

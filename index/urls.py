@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
+import re
+from urllib.parse import parse_qsl, unquote_plus, urljoin, urlencode, urlsplit, urlunsplit
 
 # Query parameters that only track the reader; they never change which story a URL names.
 _TRACKING_PREFIXES = ("utm_", "mc_", "fbclid", "gclid", "ocid", "cmpid", "ncid", "ito", "at_")
@@ -11,6 +12,22 @@ _SECRET_PARAMS = frozenset(
     {"token", "access_token", "auth", "auth_token", "key", "apikey", "api_key", "api-key", "password", "secret"}
 )
 _REDACTED = "redacted"  # a word, not "***": in Discord, asterisks are markdown
+_HTTP = re.compile(r"(?i)^https?://")
+
+
+def is_http_url(text: str) -> bool:
+    """Whether `text` starts as an absolute http(s) URL."""
+    return bool(_HTTP.match(text))
+
+
+def absolute_http_url(link: str | None, base: str | None = None) -> str | None:
+    """`link` as an absolute http(s) URL, resolved against `base` when relative; None otherwise."""
+    link = (link or "").strip()
+    if not link:
+        return None
+    if not is_http_url(link) and base:
+        link = urljoin(base, link)
+    return link if is_http_url(link) else None
 
 
 def canonical_url(url: str) -> str | None:

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from index.article import Article, make_article_id, normalize_text
-from index.urls import outlet_from_url
+from index.urls import absolute_http_url, outlet_from_url
 
 
 class SourceError(Exception):
@@ -46,7 +46,7 @@ def build_article(
     text = normalize_text(text)
     if not text:
         raise SourceError("no article text found")
-    url = url.strip() if url and re.match(r"(?i)https?://", url.strip()) else None
+    url = absolute_http_url(url)
     if published is not None and published.tzinfo is None:
         published = published.replace(tzinfo=timezone.utc)
     return Article(

@@ -84,6 +84,13 @@ def sniff_binary(head: bytes) -> str | None:
     return None
 
 
+def refuse_binary(head: bytes) -> None:
+    """Raise SourceError with sniff_binary's reason when the first bytes are not text."""
+    reason = sniff_binary(head)
+    if reason:
+        raise SourceError(reason)
+
+
 @dataclass(frozen=True)
 class DecodedText:
     text: str
@@ -103,9 +110,7 @@ class TextDecoder:
         self._sniff_bytes = sniff_bytes
 
     def run(self, data: bytes, declared: str | None = None) -> DecodedText:
-        reason = sniff_binary(data[:8192])
-        if reason:
-            raise SourceError(reason)
+        refuse_binary(data[:8192])
         for bom, encoding in _BOMS:
             if data.startswith(bom):
                 return DecodedText(data[len(bom) :].decode(encoding, errors="replace"), encoding)

@@ -16,7 +16,6 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from urllib.parse import urljoin
 
 import feedparser
 
@@ -24,9 +23,8 @@ from index.article import Article, Failure
 from index.sources.common import SourceError, as_text, build_article, one_line, parse_datetime
 from index.sources.decode import TextDecoder
 from index.sources.html import html_to_text
-from index.urls import outlet_from_url
+from index.urls import absolute_http_url, outlet_from_url
 
-_ABSOLUTE = re.compile(r"(?i)^https?://")
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
 _ROOT_START = re.compile(r"<[A-Za-z_]")
 _ENTITY = re.compile(r"<!ENTITY", re.IGNORECASE)
@@ -136,7 +134,7 @@ def _read_xml_feed(text: str, url: str | None) -> tuple[str, str | None, list[_E
     entries = [
         _Entry(
             title=entry.get("title", ""),
-            link=_link(entry.get("link"), base),
+            link=absolute_http_url(entry.get("link"), base),
             guid=entry.get("id"),
             bodies=(*(part.get("value", "") for part in entry.get("content", ())), entry.get("summary", "")),
             # dict.get: feedparser's own get() warns when it maps updated_parsed to published_parsed
@@ -170,7 +168,7 @@ def _read_json_feed(text: str, url: str | None) -> tuple[str, str | None, list[_
         entries.append(
             _Entry(
                 title=as_text(item.get("title")),
-                link=_link(as_text(item.get("url")) or as_text(item.get("external_url")), base),
+                link=absolute_http_url(as_text(item.get("url")) or as_text(item.get("external_url")), base),
                 guid=as_text(item.get("id")) or None,
                 bodies=tuple(as_text(item.get(key)) for key in ("content_html", "content_text", "summary")),
                 published=parse_datetime(item.get("date_published")) or parse_datetime(item.get("date_modified")),
@@ -181,15 +179,6 @@ def _read_json_feed(text: str, url: str | None) -> tuple[str, str | None, list[_
     if not entries:
         raise SourceError("feed has no items")
     return one_line(html_entities.unescape(as_text(feed.get("title")))), as_text(feed.get("language")) or None, entries
-
-
-def _link(link: str | None, base: str | None) -> str | None:
-    if not link or not link.strip():
-        return None
-    link = link.strip()
-    if not _ABSOLUTE.match(link) and base:
-        link = urljoin(base, link)
-    return link if _ABSOLUTE.match(link) else None
 
 
 def _struct_time(value: time.struct_time | None) -> datetime | None:

@@ -11,7 +11,6 @@ import html as html_entities
 import re
 import warnings
 from datetime import datetime
-from urllib.parse import urljoin
 
 import lxml.etree
 import lxml.html
@@ -20,9 +19,8 @@ from trafilatura.utils import load_html
 
 from index.article import Article
 from index.sources.common import SourceError, build_article, one_line, parse_datetime
-from index.urls import outlet_from_url
+from index.urls import absolute_http_url, is_http_url, outlet_from_url
 
-_ABSOLUTE = re.compile(r"(?i)^https?://")
 
 # htmldate hands dateutil names like "EST"; the warning says nothing a user of newsdesk can act on.
 warnings.filterwarnings("ignore", message=r"tzname \w+ identified but not understood", module=r"dateutil\.")
@@ -64,7 +62,7 @@ class HtmlReader:
         )
         if document is None or not (document.text or "").strip():
             raise SourceError("no article text found")
-        page_url = _same_site(_absolute(canonical, url), url) or url or _absolute(document.url, None)
+        page_url = _same_site(absolute_http_url(canonical, url), url) or url or absolute_http_url(document.url)
         outlet = _site_name(document.sitename, page_url) or outlet_from_url(page_url)
         title = _strip_site(one_line(document.title), outlet or "")
         paragraphs = [line for line in document.text.split("\n") if line.strip()]
@@ -120,7 +118,7 @@ def _page_language(tree: lxml.html.HtmlElement) -> str | None:
 def _site_name(sitename: str | None, page_url: str | None) -> str | None:
     """The outlet's name as the page gives it; None where trafilatura only echoed the host name."""
     site = one_line(sitename)
-    if _ABSOLUTE.match(site):
+    if is_http_url(site):
         return outlet_from_url(site)
     host = outlet_from_url(page_url)
     if not site or (host and site.lower().split(":", 1)[0].removeprefix("www.") == host):
@@ -148,15 +146,6 @@ def _same_site(candidate: str | None, fetched: str | None) -> str | None:
     if own == claimed or own.endswith("." + claimed) or claimed.endswith("." + own):
         return candidate
     return None
-
-
-def _absolute(candidate: str | None, base: str | None) -> str | None:
-    if not candidate:
-        return None
-    if _ABSOLUTE.match(candidate):
-        return candidate
-    joined = urljoin(base, candidate) if base else ""
-    return joined if _ABSOLUTE.match(joined) else None
 
 
 def _strip_site(title: str, outlet: str) -> str:

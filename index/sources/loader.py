@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from index.article import Article, Failure
 from index.sources.common import SourceError, format_size
-from index.sources.decode import TextDecoder, sniff_binary
+from index.sources.decode import TextDecoder, refuse_binary
 from index.sources.feed import FeedReader, Teaser
 from index.sources.fetch import FetchedPage, Fetcher
 from index.sources.html import HtmlReader
@@ -118,7 +118,7 @@ class SourceLoader:
             raise SourceError("empty file")
         with path.open("rb") as stream:
             head = stream.read(_HEAD_BYTES)
-            _refuse_binary(head)
+            refuse_binary(head)
             kind = sniff_kind(head, name=path.name)
             if kind is SourceKind.JSONL:
                 stream.seek(0)
@@ -131,7 +131,7 @@ class SourceLoader:
 
     def _load_url(self, url: str) -> Iterator[Article | Failure]:
         page = self._fetcher.run(url)
-        _refuse_binary(page.body[:_HEAD_BYTES])
+        refuse_binary(page.body[:_HEAD_BYTES])
         kind = sniff_kind(page.body[:_HEAD_BYTES], name=urlsplit(page.final_url).path, content_type=page.content_type)
         yield from self._read(page.body, kind, source=url, url=page.final_url, charset=page.charset)
 
@@ -217,9 +217,3 @@ def _reason(exc: Exception) -> str:
     log.debug("reader failed", exc_info=exc)
     message = " ".join(str(exc).split())
     return f"could not read ({type(exc).__name__}{': ' + message[:150] if message else ''})"
-
-
-def _refuse_binary(head: bytes) -> None:
-    reason = sniff_binary(head)
-    if reason:
-        raise SourceError(reason)
