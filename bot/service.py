@@ -21,11 +21,12 @@ from bot.answer_types import Answer
 from bot.config import Config
 from bot.extractive import ExtractiveAnswerer
 from bot.summarize import ArticleSummarizer, DigestWriter, TopicSummarizer
-from index.article import DEFAULT_COLLECTION, normalize_text
+from index.article import DEFAULT_COLLECTION
 from index.chunk import Chunker
 from index.embed import Embedder, load_embedder
 from index.ingest import Ingestor, IngestReport
 from index.retrieve import Hit, RetrievalMode, Retriever, SearchFilters
+from index.sources.common import one_line
 from index.sources.fetch import FetchLimits
 from index.store import NewsStore
 from index.timefilter import time_filter_in
@@ -33,12 +34,6 @@ from index.timefilter import time_filter_in
 log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 1000
-
-
-def clean_question(text: str) -> str:
-    """A question on one line, normalized as stored text is: a zero-width space inside "NA\u200bTO"
-    must not hide the word from the index, and a question of invisible characters is empty."""
-    return " ".join(normalize_text(text).split())
 
 
 @dataclass(frozen=True)
@@ -120,8 +115,8 @@ class NewsService:
     # -- questions -------------------------------------------------------------------------------
 
     def retrieve(self, query: str, *, filters: SearchFilters | None = None, k: int | None = None,
-                 mode: str = RetrievalMode.HYBRID) -> list[Hit]:
-        return self.retrievers[mode].run(clean_question(query)[:MAX_QUESTION_CHARS], filters=filters, k=k)
+                 mode: str = RetrievalMode.HYBRID, timing: dict[str, float] | None = None) -> list[Hit]:
+        return self.retrievers[mode].run(one_line(query)[:MAX_QUESTION_CHARS], filters=filters, k=k, timing=timing)
 
     def ask(
         self,
@@ -133,7 +128,7 @@ class NewsService:
         on_text: Callable[[str], None] | None = None,
     ) -> Answer:
         """A cited answer. `history` holds earlier questions of the conversation, newest last."""
-        question = clean_question(question)
+        question = one_line(question)  # normalized as stored text is: "NA\u200bTO" must still find NATO
         if not question:
             raise ValueError("Ask a question, e.g. “What happened in Iraq this week?”")
         started = time.perf_counter()
@@ -144,11 +139,12 @@ class NewsService:
                 filters = dataclasses.replace(filters, since=since)
         # A follow-up ("and what did Iran say?") is searched with the question it follows.
         query = " ".join([*list(history)[-1:], question])
-        hits = self.retrieve(query, filters=filters, mode=mode)
+        steps: dict[str, float] = {}
+        hits = self.retrieve(query, filters=filters, mode=mode, timing=steps)
         retrieved = time.perf_counter()
         answer = self.answer_from(question, hits, on_text=on_text)
         done = time.perf_counter()
-        answer.timing_ms.update(self.retrievers[mode].last_timing)
+        answer.timing_ms.update(steps)
         answer.timing_ms.update(
             retrieve_ms=(retrieved - started) * 1000, answer_ms=(done - retrieved) * 1000, total_ms=(done - started) * 1000
         )
@@ -173,7 +169,7 @@ class NewsService:
 
     def summarize_topic(self, topic: str, *, filters: SearchFilters | None = None,
                         on_text: Callable[[str], None] | None = None) -> Answer:
-        topic = clean_question(topic)
+        topic = one_line(topic)
         if not topic:
             raise ValueError("Name a topic to summarize.")
         started = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -110,17 +111,18 @@ class Retriever:
             raise ValueError("retrieval candidates must be at least top_k")
         self.mode = mode
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.last_timing: dict[str, float] = {}
+        self._cache_lock = threading.Lock()  # questions from Discord are retrieved in several threads at once
 
-    def run(self, query: str, *, filters: SearchFilters | None = None, k: int | None = None) -> list[Hit]:
+    def run(self, query: str, *, filters: SearchFilters | None = None, k: int | None = None,
+            timing: dict[str, float] | None = None) -> list[Hit]:
+        """The best `k` passages; `timing`, when given, receives each step's milliseconds."""
         filters = filters or SearchFilters()
         k = k or self.settings.top_k
         n = max(self.settings.candidates, k * 3)
-        timing: dict[str, float] = {}
+        timing = {} if timing is None else timing
         where, params = filters.sql()
         allowed = self.store.chunk_ids_where(where, params, self.EXACT_FILTER_LIMIT) if filters.active else None
         if allowed is not None and not allowed:
-            self.last_timing = timing
             return []
 
         dense: list[tuple[int, float]] = []
@@ -143,19 +145,20 @@ class Retriever:
         t = time.perf_counter()
         hits = self._fuse(dense, lexical, k)
         timing["fuse_ms"] = (time.perf_counter() - t) * 1000
-        self.last_timing = timing
         return hits
 
     def _embed(self, query: str) -> np.ndarray:
-        cached = self._query_cache.get(query)
-        if cached is None:
-            cached = self.embedder.encode([query])[0]
-            self._query_cache[query] = cached
+        with self._cache_lock:
+            cached = self._query_cache.get(query)
+            if cached is not None:
+                self._query_cache.move_to_end(query)
+                return cached
+        vector = self.embedder.encode([query])[0]  # outside the lock: encoding is the slow part
+        with self._cache_lock:
+            self._query_cache[query] = vector
             if len(self._query_cache) > 256:
                 self._query_cache.popitem(last=False)
-        else:
-            self._query_cache.move_to_end(query)
-        return cached
+        return vector
 
     def _dense(self, vector: np.ndarray, n: int, allowed: list[int] | None, filtered: bool) -> list[tuple[int, float]]:
         index = self.store.vector_index()
