@@ -9,7 +9,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-_MARKER = re.compile(r"\[(\d+)\]")
+# Citation markers as the answerers write them, and as render and cited() read them: "[3]", "[1, 4]".
+CITATION = re.compile(r"\[\d+(?:,\s*\d+)*\]")
 
 
 def cited(quote: str, *numbers: int) -> str:
@@ -19,7 +20,7 @@ def cited(quote: str, *numbers: int) -> str:
     answer's citations, pointing at the wrong source; it is shown in parentheses instead.
     """
     marks = "".join(f"[{n}]" for n in numbers)
-    return _MARKER.sub(r"(\1)", quote) + " " + marks
+    return CITATION.sub(lambda m: f"({m.group()[1:-1]})", quote) + " " + marks
 
 
 def source_label(title: str, outlet: str | None, published: datetime | None) -> str:

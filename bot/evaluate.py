@@ -27,17 +27,20 @@ from index.sentences import split_sentences
 _CITATION = re.compile(r"\s*\[(\d+)\]")
 
 
+_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
 def squad_normalize(text: str) -> str:
     """SQuAD's answer normalization: lower case, no punctuation, no articles, single spaces."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = text.lower().translate(_NO_PUNCTUATION)
     text = re.sub(r"\b(a|an|the)\b", " ", text)
     return " ".join(text.split())
 
 
 def contains_answer(text: str, answers: list[str]) -> bool:
     haystack = f" {squad_normalize(text)} "
-    return any(f" {squad_normalize(a)} " in haystack for a in answers if squad_normalize(a))
+    needles = (squad_normalize(a) for a in answers)
+    return any(f" {needle} " in haystack for needle in needles if needle)
 
 
 def answer_sentences(answer: Answer) -> list[tuple[str, list[int]]]:
@@ -134,12 +137,14 @@ class QAEvaluation:
             hits = service.retrieve(row["question"], k=max(10, top_k), mode=mode)
             answer = service.answer_from(row["question"], hits[:top_k])
             latencies.append((time.perf_counter() - started) * 1000)
+            found = [contains_answer(h.text, row["answers"]) for h in hits[: max(hits_at)]]
             for k in hits_at:
-                hits_at[k] += any(contains_answer(h.text, row["answers"]) for h in hits[:k])
-            plain = " ".join(s for s, _ in answer_sentences(answer))
+                hits_at[k] += any(found[:k])
+            sentences = answer_sentences(answer)
+            plain = " ".join(s for s, _ in sentences)
             words.append(len(plain.split()) if answer.found else 0)
             recalled += contains_answer(plain, row["answers"])
-            for sentence, numbers in answer_sentences(answer):
+            for sentence, numbers in sentences:
                 if contains_answer(sentence, row["answers"]):
                     cited_total += 1
                     cited_right += any(answer.citations[n - 1].article_id == row["article_id"] for n in numbers

@@ -174,11 +174,10 @@ class ExtractiveAnswerer:
         coverages = [sum(w for t, w in idf.items() if t in st) / total for st in stems]
         best = max(coverages) or 1.0
         cue = answer_cue(question)
-        asked = content_stems(question)
         scored = []
         for sentence, coverage in zip(sentences, coverages):
             score = (self.COVERAGE * coverage / best + self.RANK / (2 + sentence.rank)
-                     + self.CUE * _new_cue(cue, sentence.text, asked)
+                     + self.CUE * _new_cue(cue, sentence.text, terms)
                      + self.LEDE * (sentence.start < _LEDE_CHARS)
                      - self.DEPTH * math.log1p(sentence.start / 200))
             scored.append((score, coverage, sentence))

@@ -128,7 +128,8 @@ class FeedRegistry:
         if collections is not None:
             params = list(collections)
             query += f" WHERE collection IN ({', '.join('?' * len(params)) or 'NULL'})"
-        query += " ORDER BY collection != 'shared', collection, added_at, url"
+        query += " ORDER BY collection != ?, collection, added_at, url"
+        params.append(DEFAULT_COLLECTION)
         with closing(self._connect()) as db:
             rows = db.execute(query, params).fetchall()
         return [_feed(row) for row in rows]
@@ -200,7 +201,7 @@ class FeedPoller:
         try:
             # Feeds a server added came from its members; config feeds from the operator.
             report = await asyncio.to_thread(
-                self.service.ingest, [feed.url], collection=feed.collection, untrusted=feed.collection != "shared"
+                self.service.ingest, [feed.url], collection=feed.collection, untrusted=feed.collection != DEFAULT_COLLECTION
             )
         except Exception as exc:  # one broken feed must not stop the others
             log.warning("polling %s failed", redact_url(feed.url), exc_info=True)

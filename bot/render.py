@@ -17,8 +17,9 @@ from urllib.parse import quote, urlsplit
 import discord
 from discord.utils import escape_mentions
 
-from bot.answer_types import Answer, Citation, source_label
+from bot.answer_types import CITATION, Answer, Citation, source_label
 from bot.feeds import Feed
+from index.article import DEFAULT_COLLECTION
 from index.sentences import sentence_spans
 from index.urls import redact_url
 
@@ -27,18 +28,13 @@ EMBED_DESCRIPTION_LIMIT = 4096
 EMBED_TOTAL_LIMIT = 6000
 EMBED_TITLE_LIMIT = 256
 EMBED_FIELDS_LIMIT = 25
-FIELD_NAME_LIMIT = 256
-FIELD_VALUE_LIMIT = 1024
-FOOTER_LIMIT = 2048
 
-# Citation markers as the answerers write them: "[3]", "[1, 4]".
-CITATION = re.compile(r"\[\d+(?:,\s*\d+)*\]")
 _BARE_URL = re.compile(r"\bhttps?://[^\s<>]+[^\s<>.,:;\"')\]]")
 _MARKDOWN_CHARS = re.compile(r"([\\*_~`|\[\]<])")
 _LINE_START_MARKUP = re.compile(r"^([ \t]*)([#>-])", re.MULTILINE)
 _LINE_START_NUMBER = re.compile(r"^([ \t]*\d+)\.(?=\s)", re.MULTILINE)
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
-_AFTER_SENTENCE = re.compile(r"(?:\s*\[\d+(?:,\s*\d+)*\])*[.,;:!?]*")
+_AFTER_SENTENCE = re.compile(rf"(?:\s*{CITATION.pattern})*[.,;:!?]*")
 _ACCENT = 0x5865F2  # Discord blurple: one colour for every embed the bot sends
 
 
@@ -308,7 +304,7 @@ def render_feeds(feeds: Sequence[Feed]) -> list[Reply]:
 
 def _feed_line(feed: Feed) -> str:
     """One feed: its URL (credentials redacted), who shares it, where headlines go, and the last poll's outcome."""
-    origin = "config (all servers)" if feed.collection == "shared" else "this server"
+    origin = "config (all servers)" if feed.collection == DEFAULT_COLLECTION else "this server"
     shown = redact_url(feed.url)
     parts = [link(clip(shown, 200), shown), origin]
     if feed.channel_id:

@@ -126,6 +126,12 @@ def test_a_bracketed_number_in_the_article_cannot_pose_as_a_citation(tmp_path, f
     assert set(re.findall(r"\[(\d+)\]", answer.text)) == {"1"}  # only the answer's own mark
 
 
+def test_cited_turns_every_citation_shaped_bracket_of_the_quote_into_parentheses():
+    from bot.answer_types import cited
+
+    assert cited("Two studies [1, 2] and a third [3] agree.", 4, 5) == "Two studies (1, 2) and a third (3) agree. [4][5]"
+
+
 def test_nothing_relevant_says_so(store, fake_embedder):
     question = "What is the score of the cricket match in Melbourne?"
     answer = ExtractiveAnswerer().run(question, Retriever(store, fake_embedder, settings()).run(question))
