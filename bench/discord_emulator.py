@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
 
 API_PREFIX = "/api/v10"
 MESSAGE_CONTENT_INTENT = 1 << 15
@@ -79,6 +81,7 @@ class DiscordEmulator:
         self.intents = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._endpoints = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -119,6 +122,9 @@ class DiscordEmulator:
         return f"ws://127.0.0.1:{self.port}/gateway"
 
     def start(self) -> DiscordEmulator:
+        # A bot started against the emulator points discord.py's process-wide endpoints here
+        # (bot.discordbot.endpoints.point_at); stop() puts back what was there before.
+        self._endpoints = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
         started = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(started,), name="discord-emulator", daemon=True)
         self._thread.start()
@@ -145,6 +151,7 @@ class DiscordEmulator:
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+        Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = self._endpoints
 
     def __enter__(self) -> DiscordEmulator:
         return self.start()
@@ -230,10 +237,6 @@ class DiscordEmulator:
         message = self._message(channel_id, user, content, mentions=list(mentions))
         await self._dispatch_from_caller("MESSAGE_CREATE", message)
         return message
-
-    def thread_of(self, message_id: int | str) -> dict | None:
-        """The thread the bot opened on a message, if any (it has the message's id)."""
-        return self.channels.get(int(message_id)) if int(message_id) in self.channels else None
 
     def messages_in(self, channel_id: int | str) -> list[dict]:
         with self._lock:

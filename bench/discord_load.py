@@ -216,15 +216,11 @@ async def _wait_event(event: threading.Event, timeout: float) -> bool:
 def run(config: Config, embedder, corpus: Path, *, seed_articles: int = 200, feed_articles: int = 150,
         questions: int = 50, lead_seconds: float = 1.0, timeout: float = 600.0,
         progress: Progress | None = None) -> dict:
-    from discord.gateway import DiscordWebSocket
-    from discord.http import Route
-
     from bench.discord_emulator import DiscordEmulator
     from bot.discordbot import create_bot
     from bot.service import NewsService
 
     progress = progress or Progress(False)
-    saved = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="newsdesk-bench-discord-") as folder:
         seed_file = Path(folder) / "seed.jsonl"
@@ -251,10 +247,8 @@ def run(config: Config, embedder, corpus: Path, *, seed_articles: int = 200, fee
             with FeedServer(rss_feed(feed_items)) as feed, DiscordEmulator(guilds=1) as emulator:
                 cfg.discord.api_base, cfg.discord.gateway_url = emulator.api_base, emulator.gateway_url
                 # Capacity is measured, not the rate limits: 50 questions in a minute from one server
-                # would be past them. Both the older cooldown and the newer token buckets are switched off.
-                for limit in ("cooldown_seconds", "user_requests", "server_requests"):
-                    if hasattr(cfg.discord, limit):
-                        setattr(cfg.discord, limit, 0)
+                # would be past them, so the per-member and per-server buckets are switched off.
+                cfg.discord.user_requests = cfg.discord.server_requests = 0
                 cfg.discord.dev_guild_ids = []
                 cfg.discord.digest_time = ""
                 cfg.fetch.fetch_linked_pages = False  # the items link to a host that does not exist
@@ -273,7 +267,6 @@ def run(config: Config, embedder, corpus: Path, *, seed_articles: int = 200, fee
         finally:
             logging.getLogger().removeHandler(errors)
             voice.setLevel(voice_level)
-            Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
             service.ingest = tracked.inner
     report = tracked.report
     out["feed_ingest"] = {

@@ -90,11 +90,7 @@ def run(config, *, workload: str = "model", queries: int = 30, texts: int = 128,
                     hog.kill()
                     hog.wait()
             rows.append({"setting": name, "condition": condition, **figures})
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
-    return {"workload": workload, "queries": queries, "texts": texts, "rows": rows, "load_average_after": load}
+    return {"workload": workload, "queries": queries, "texts": texts, "rows": rows}
 
 
 if __name__ == "__main__":

@@ -49,14 +49,6 @@ def service(config, fake_embedder):
     return NewsService(config, embedder=fake_embedder)
 
 
-@pytest.fixture(scope="session")
-def real_embedder():
-    """The bundled all-MiniLM-L6-v2, loaded once for the tests that need real embeddings."""
-    from index.embed import load_embedder
-
-    return load_embedder()
-
-
 def article(title: str, text: str, *, days_ago: float = 1, outlet: str = "Test Wire", url: str | None = None,
             collection: str = "shared"):
     """A small Article for tests that don't read files."""

@@ -40,3 +40,13 @@ class FakeEmbedder:
 
     def count_tokens(self, text: str) -> int:
         return len(text.split()) + 2
+
+
+class FakeClock:
+    """A clock that stands still until the test moves `now`, for limits and throttles that read time."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

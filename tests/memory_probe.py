@@ -10,7 +10,6 @@ imports and the service are loaded, and read from /proc (Linux) when the ingest 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -19,25 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fakes import FakeEmbedder  # noqa: E402
 
+from bench.common import peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402
 from bot.config import Config  # noqa: E402
 from bot.service import NewsService  # noqa: E402
-
-
-def reset_peak() -> None:
-    """Start the peak over from the current size (Linux: "5" to clear_refs resets VmHWM), so that
-    what the imports once took does not hide what the ingest takes."""
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-
-
-def peak_mb() -> float:
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
-
-
-def current_mb() -> float:
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
 
 
 if __name__ == "__main__":
@@ -48,7 +31,10 @@ if __name__ == "__main__":
     config.fetch.fetch_linked_pages = False
     service = NewsService(config, embedder=FakeEmbedder())
     service.loader  # noqa: B018 - the readers' imports belong to the baseline, not to the ingest
-    reset_peak()
-    before = current_mb()
+    # Start the peak over from the current size, so that what the imports once took does not hide
+    # what the ingest takes.
+    if not reset_peak_rss():
+        sys.exit("cannot reset the peak resident size (/proc/self/clear_refs)")
+    before = rss_mb()
     report = service.ingest(sources).to_json()
-    print(json.dumps({**report, "peak_growth_mb": round(peak_mb() - before, 1)}))
+    print(json.dumps({**report, "peak_growth_mb": round(peak_rss_mb() - before, 1)}))

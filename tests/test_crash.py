@@ -23,9 +23,10 @@ from fakes import FakeEmbedder
 from http_fixture import LocalHTTPServer
 from index_invariants import check_index
 
+from bot.config import Config
 from bot.feeds import FeedRegistry
+from bot.service import NewsService
 from index.article import make_article_id
-from index.chunk import Chunker
 from index.ingest import Ingestor
 from index.store import NewsStore
 
@@ -151,8 +152,8 @@ def page(number: int, i: int) -> str:
 def test_a_bot_killed_while_polling_feeds_leaves_a_consistent_index(tmp_path, worker):
     rng = random.Random(7)
     feeds, items = 4, 60
-    # The chunker NewsService builds for the fake embedder (bot/service.py): its window less headroom.
-    service_chunker = Chunker(EMBEDDER.count_tokens, max_tokens=min(200, EMBEDDER.max_tokens - 32))
+    # The chunker the polling worker's NewsService builds (its defaults, the fake embedder).
+    service_chunker = NewsService(Config(base_dir=tmp_path / "chunker"), embedder=EMBEDDER).ingestor.chunker
     data = tmp_path / "data"
     config = tmp_path / "feeds.json"
 

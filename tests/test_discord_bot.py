@@ -19,8 +19,6 @@ from datetime import datetime, timedelta, timezone
 import discord
 import pytest
 from aiohttp import web
-from discord.gateway import DiscordWebSocket
-from discord.http import Route
 from openai_fake import closed_port
 
 from bench.discord_emulator import EPHEMERAL, MANAGE_GUILD, Call, DiscordEmulator
@@ -84,10 +82,7 @@ def error_records():
 
 
 @pytest.fixture
-def emulator(monkeypatch):
-    # The bot points these process-wide settings at the emulator; monkeypatch puts them back.
-    monkeypatch.setattr(Route, "BASE", Route.BASE)
-    monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", DiscordWebSocket.DEFAULT_GATEWAY)
+def emulator():
     with DiscordEmulator(guilds=2) as emu:
         yield emu
 
@@ -124,14 +119,15 @@ def indexed(bot_config, service, news, emulator):
     return service
 
 
-def with_bot(emulator: DiscordEmulator, config, service, scenario: Callable[[discord.Client], Awaitable[None]]) -> None:
+def with_bot(emulator: DiscordEmulator, config, service, scenario: Callable[[discord.Client], Awaitable[None]],
+             *, token: str = "test-token") -> None:
     """Start a fresh bot, run `scenario`, stop the bot; then check what every REST call looked like."""
 
     async def main() -> None:
         bot = await create_bot(config, service, guild_ready_timeout=0.05)
         async with bot:
-            await bot.login("test-token")  # REST login and setup_hook (which syncs the commands)
-            runner = asyncio.create_task(bot.connect())
+            # As `newsdesk serve` does: REST login, setup_hook (which syncs the commands), the gateway.
+            runner = asyncio.create_task(bot.start(token))
             ready = asyncio.create_task(bot.wait_until_ready())
             try:
                 done, _ = await asyncio.wait({runner, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)

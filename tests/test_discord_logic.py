@@ -9,6 +9,7 @@ import threading
 from datetime import datetime, time, timedelta, timezone
 
 import pytest
+from fakes import FakeClock
 
 from bot.config import ConfigError, DiscordSettings, FeedSettings, FeedsSettings
 from bot.discordbot.ask import is_for_bot, question_text, thread_name
@@ -34,14 +35,6 @@ def test_admins_have_manage_server_or_the_configured_role_by_name_or_id():
     assert not is_admin(manage_guild=False, roles=roles, admin_role="")
     assert not is_admin(manage_guild=False, roles=roles, admin_role="Moderator")
     assert not is_admin(manage_guild=False, roles=[(13, "news admin")], admin_role="News Admin")
-
-
-class FakeClock:
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_rate_limiter_allows_a_burst_then_refills_steadily_per_key():

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import discord
 import pytest
+from fakes import FakeClock
 from openai_fake import FakeOpenAI, Reply as ModelReply
 from test_discord_bot import (  # noqa: F401 (bot_config, emulator, error_records and news are fixtures)
     ARTICLES,
@@ -43,14 +44,6 @@ SUPPORTED = (
 UNSUPPORTED = "@everyone Once upon a time there was a little girl named Lily [1]. She loved to play in the park [2]."
 WORD_SECONDS = 0.02  # the fake model's pace: an answer takes about half a second to write
 DRAFT_SECONDS = 0.05
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def draft_text(content: str) -> str:

@@ -24,12 +24,10 @@ from pathlib import Path
 import pytest
 from bench.discord_emulator import MANAGE_GUILD, DiscordEmulator
 from conftest import SEED
-from discord.gateway import DiscordWebSocket
-from discord.http import Route
 from http_fixture import LocalHTTPServer
 from openai_fake import FakeOpenAI, Reply, closed_port
+from test_discord_bot import with_bot
 
-from bot.discordbot import create_bot
 from bot.service import NewsService
 
 TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GsEcRt.discord-token-that-must-never-leak-7Hq2"
@@ -88,9 +86,7 @@ def secrets(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
 
 
-def test_the_bot_never_writes_its_secrets(secrets, all_logs, capfd, config, fake_embedder, monkeypatch, tmp_path):
-    monkeypatch.setattr(Route, "BASE", Route.BASE)  # the bot points these at the emulator
-    monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", DiscordWebSocket.DEFAULT_GATEWAY)
+def test_the_bot_never_writes_its_secrets(secrets, all_logs, capfd, config, fake_embedder):
     replies = [refused_with_the_key(), Reply.server_error(), Reply.server_error(), Reply.server_error()]
     with DiscordEmulator(guilds=1) as emulator, FakeOpenAI(replies) as model, LocalHTTPServer() as web:
         config.discord.api_base = emulator.api_base
@@ -125,6 +121,7 @@ def test_the_bot_never_writes_its_secrets(secrets, all_logs, capfd, config, fake
             raise TimeoutError(f"no answer to {interaction['data']['name']}")
 
         async def scenario(bot) -> None:
+            assert bot.http.token == TOKEN  # the secret really was in use
             ask = "Why did NATO suspend its training mission in Iraq?"
             sent["ask-401"] = await emulator.interaction("ask", {"question": ask}, user=emulator.user("a"))
             await answered(sent["ask-401"])
@@ -146,24 +143,7 @@ def test_the_bot_never_writes_its_secrets(secrets, all_logs, capfd, config, fake
             sent["boom"] = await emulator.interaction("status", {}, user=owner)
             await answered(sent["boom"])
 
-        async def main() -> None:
-            bot = await create_bot(config, service, guild_ready_timeout=0.05)
-            async with bot:
-                runner = asyncio.create_task(bot.start(os.environ["DISCORD_TOKEN"]))  # as `newsdesk serve` does
-                ready = asyncio.create_task(bot.wait_until_ready())
-                try:
-                    done, _ = await asyncio.wait({runner, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-                    if runner in done:
-                        runner.result()
-                    assert ready in done, "the bot did not become ready"
-                    assert bot.http.token == TOKEN  # the secret really was in use
-                    await asyncio.wait_for(scenario(bot), 60)
-                finally:
-                    ready.cancel()
-                    await bot.close()
-                    await runner
-
-        asyncio.run(main())
+        with_bot(emulator, config, service, scenario, token=os.environ["DISCORD_TOKEN"])
         calls = emulator.calls
         model_headers = list(model.headers)
 

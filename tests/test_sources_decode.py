@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import codecs
-from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 from index.sources.common import SourceError
 from index.sources.decode import TextDecoder, sniff_binary
 
-FEEDS = Path("/work/shared/data/feeds_and_html/rss")
+FEEDS = SHARED_DATA / "feeds_and_html" / "rss"
 needs_data = pytest.mark.skipif(not FEEDS.is_dir(), reason="shared data not available")
 
 GERMAN = "Ab April soll es wieder Förderung für den Ausbau von Glasfaser geben. Größere Projekte zuerst."

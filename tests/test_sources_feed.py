@@ -10,12 +10,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 from index.article import Article, Failure
 from index.sources.common import SourceError
 from index.sources.feed import FeedReader, Teaser
 
-DATA = Path("/work/shared/data/feeds_and_html")
+DATA = SHARED_DATA / "feeds_and_html"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data not available")
 RSS_PARSER = DATA / "rss" / "rss-parser" / "input"
 FEED_RS = DATA / "rss" / "feed-rs"

@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 from index.sources.common import SourceError
 from index.sources.decode import TextDecoder
@@ -16,7 +17,7 @@ from index.sources.html import HtmlReader, html_to_text
 
 # htmldate passes dateutil zone names like "EST" on some pages (html.py silences this outside pytest).
 pytestmark = pytest.mark.filterwarnings("ignore:tzname")
-DATA = Path("/work/shared/data/feeds_and_html")
+DATA = SHARED_DATA / "feeds_and_html"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data not available")
 READABILITY = DATA / "html" / "readability" / "test-pages"
 NEWSPAPER = DATA / "html" / "newspaper"

@@ -6,14 +6,14 @@ import io
 import json
 from datetime import datetime, timezone
 from itertools import islice
-from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 from index.article import Article, Failure
 from index.sources.jsonl import JsonlReader
 
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data not available")
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SEED, SHARED_DATA
 from http_fixture import LocalHTTPServer, http_server  # noqa: F401 - the fixture
 
 from index.article import Article, Failure
@@ -13,8 +14,7 @@ from index.sources.fetch import Fetcher, FetchLimits
 from index.sources.html import HtmlReader
 from index.sources.loader import SourceLoader
 
-SAMPLE = Path(__file__).resolve().parents[1] / "index" / "sample" / "nato-iraq-soleimani.txt"
-DATA = Path("/work/shared/data/feeds_and_html")
+DATA = SHARED_DATA / "feeds_and_html"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data not available")
 
 PARAGRAPH = (
@@ -54,9 +54,9 @@ def rss(items: list[tuple[str, str, str]], title: str = "Harbour News") -> str:
 
 # -- files ---------------------------------------------------------------------------------
 def test_a_text_page_file() -> None:
-    (story,) = load([str(SAMPLE)])
+    (story,) = load([str(SEED)])
     assert story.title == "NATO suspends training activities in Iraq after Soleimani killing"
-    assert story.source == str(SAMPLE)
+    assert story.source == str(SEED)
 
 
 @needs_data
@@ -132,8 +132,8 @@ def test_a_folder_is_read_recursively_in_order_skipping_hidden_and_unknown_files
 
 
 def test_local_files_can_be_refused() -> None:
-    assert failures(load([str(SAMPLE), "~/.ssh/id_rsa"], local_files=False)) == [
-        (str(SAMPLE), "only http(s) URLs can be read here"),
+    assert failures(load([str(SEED), "~/.ssh/id_rsa"], local_files=False)) == [
+        (str(SEED), "only http(s) URLs can be read here"),
         ("~/.ssh/id_rsa", "only http(s) URLs can be read here"),
     ]
 
@@ -151,7 +151,7 @@ def test_a_reader_bug_becomes_a_failure_and_the_next_source_is_read(tmp_path: Pa
 
     monkeypatch.setattr(HtmlReader, "run", broken)
     (tmp_path / "page.html").write_text(STORY_PAGE)
-    items = load([str(tmp_path / "page.html"), str(SAMPLE)])
+    items = load([str(tmp_path / "page.html"), str(SEED)])
     assert failures(items) == [(str(tmp_path / "page.html"), "could not read (RuntimeError: boom with a second line)")]
     assert isinstance(items[1], Article)
 
@@ -212,7 +212,7 @@ def test_a_json_feed_and_a_text_page_by_url(http_server: LocalHTTPServer) -> Non
         "items": [{"id": "1", "url": http_server.url("/j1"), "title": "JSON story", "content_text": "Body. " * 80}],
     }
     http_server.add("/feed.json", json.dumps(feed), content_type="application/feed+json")
-    http_server.add_file("/page.txt", SAMPLE, content_type="text/plain; charset=utf-8")
+    http_server.add_file("/page.txt", SEED, content_type="text/plain; charset=utf-8")
     json_story, text_page = load([http_server.url("/feed.json"), http_server.url("/page.txt")])
     assert (json_story.title, json_story.outlet) == ("JSON story", "Harbour JSON")
     assert text_page.title == "NATO suspends training activities in Iraq after Soleimani killing"

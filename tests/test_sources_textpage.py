@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
+from conftest import SEED
 
 from index.sources.common import SourceError
 from index.sources.textpage import TextPageReader
 
-SAMPLE = Path(__file__).resolve().parents[1] / "index" / "sample" / "nato-iraq-soleimani.txt"
 
 
 @pytest.fixture
 def sample_text() -> str:
-    return SAMPLE.read_text(encoding="utf-8")
+    return SEED.read_text(encoding="utf-8")
 
 
 def test_the_sample_page(sample_text: str) -> None:
-    article = TextPageReader().run(sample_text, source=str(SAMPLE))
+    article = TextPageReader().run(sample_text, source=str(SEED))
     assert article.title == "NATO suspends training activities in Iraq after Soleimani killing"
     assert article.text.startswith("NATO has suspended its training missions in Iraq, a spokesman")  # the lede
     assert article.published == datetime(2020, 1, 4, 5, 46, tzinfo=timezone.utc)
@@ -27,7 +26,7 @@ def test_the_sample_page(sample_text: str) -> None:
     assert article.outlet == "Agencies and A News"
     assert article.language == "en"
     assert article.url is None
-    assert article.source == str(SAMPLE)
+    assert article.source == str(SEED)
     assert article.id.startswith("sha256:")
 
 
