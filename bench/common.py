@@ -257,16 +257,20 @@ def sample_questions(store, n: int, *, seed: int = 5, skip: int = 0) -> list[tup
     first 6-14 words of its first sentence: short and long queries, as people type them. `skip`
     draws past the first `skip` articles, for questions disjoint from an earlier sample.
     """
-    rows = store.db.execute("SELECT id, title, text FROM articles ORDER BY rowid").fetchall()
-    if not rows:
+    # Only the picked articles' texts are read: the memory probes ask questions too, and every
+    # text of the corpus held at once would count as the index's own resident memory.
+    rowids = [r[0] for r in store.db.execute("SELECT rowid FROM articles ORDER BY rowid")]
+    if not rowids:
         return []
     rng = random.Random(seed)
-    order = list(range(len(rows)))
+    order = list(range(len(rowids)))
     rng.shuffle(order)
-    picked = order[skip : skip + n]
+    picked = [rowids[i] for i in order[skip : skip + n]]
+    texts = {r[0]: r[1:] for r in store.db.execute(
+        f"SELECT rowid, id, title, text FROM articles WHERE rowid IN ({','.join('?' * len(picked))})", picked)}
     out = []
-    for i, row_index in enumerate(picked):
-        article_id, title, text = rows[row_index]
+    for i, rowid in enumerate(picked):
+        article_id, title, text = texts[rowid]
         question = _title_question(title) if i % 2 == 0 and title.strip() else _sentence_question(text, rng)
         out.append((question, article_id))
     return out
