@@ -2,11 +2,11 @@
 
 The answer is split into sentences (claims). Each `[n]` is checked against source n: enough of the
 claim's content words must occur in the passage (lexical support), every number in the claim must
-occur there, the claim must be close in meaning to some sentence of the passage (embedding
-support), and it must not negate that sentence: "X did not win" shares nearly every word with
-"X won", so overlap alone cannot tell them apart. Citations to sources that do not exist are
-removed; claims no cited source supports are dropped. The kept claims are renumbered to the
-articles they rest on, in order of first use.
+occur there whole ("3" is not "30", "6.9" is not "69"), the claim must be close in meaning to some
+sentence of the passage (embedding support), and it must not negate that sentence: "X did not win"
+shares nearly every word with "X won", so overlap alone cannot tell them apart. Citations to sources
+that do not exist are removed; claims no cited source supports are dropped. The kept claims are
+renumbered to the articles they rest on, in order of first use.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from index.sentences import sentence_spans, split_sentences
 _MARKERS = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
 _LEADING_MARKERS = re.compile(r"^(?:\s*\[\s*\d+(?:\s*,\s*\d+)*\s*\])+")
 _WORD = re.compile(r"\w+")
+# A number whole: "3.5" is not "3" and "5", and "3,000" is "3000".
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_THOUSANDS = re.compile(r",(?=\d{3}(?!\d))")
 _END_PUNCT = re.compile(r"[.!?…]*$")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.!?,;:])")
 _SPACE = re.compile(r"\s+")
@@ -113,12 +116,13 @@ class CitationChecker:
             sentence_vectors[i] = vectors[row : row + len(sentences[i])]
             row += len(sentences[i])
         terms = {i: content_stems(sources[i].text) for i in cited}
+        passage_numbers = {i: _numbers(sources[i].text) for i in cited}
         out: list[list[_Support]] = []
         for k, claim in enumerate(claims):
             found = []
-            claim_terms = content_stems(claim.text)
+            claim_terms, claim_numbers = content_stems(claim.text), _numbers(claim.text)
             for i in claim.cited:
-                if not self._lexical(claim_terms, terms[i]):
+                if not claim_numbers <= passage_numbers[i] or not self._lexical(claim_terms, terms[i]):
                     continue
                 scores = sentence_vectors[i] @ claim_vectors[k]
                 best = int(np.argmax(scores))
@@ -128,10 +132,11 @@ class CitationChecker:
         return out
 
     def _lexical(self, claim: set[str], passage: set[str]) -> bool:
-        if not claim:
-            return False
-        numbers = {t for t in claim if t.isdigit()}
-        return numbers <= passage and len(claim & passage) / len(claim) >= self._min_overlap
+        return bool(claim) and len(claim & passage) / len(claim) >= self._min_overlap
+
+
+def _numbers(text: str) -> set[str]:
+    return {_THOUSANDS.sub("", m.group(0)) for m in _NUMBER.finditer(text)}
 
 
 def _contradicts(claim: str, sentence: str) -> bool:

@@ -57,7 +57,8 @@ def answer_cue(question: str) -> re.Pattern | None:
 
 
 def content_stems(text: str) -> set[str]:
-    return {stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1}
+    """The stems of a text's content words; numbers count, as they do in `query_terms`."""
+    return {stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())}
 
 
 @dataclass(frozen=True)

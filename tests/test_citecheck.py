@@ -110,6 +110,21 @@ def test_a_number_missing_from_the_passage_makes_a_claim_unsupported(checker):
     assert checked.text == "" and checked.citations == []
 
 
+@pytest.mark.parametrize(
+    ("claim", "supported"),
+    [
+        ("Oil prices rose by 40 percent on Friday after the strike [1].", False),  # the passage says 4
+        ("The casino tower has 3 rooms and a rooftop pool [1].", False),  # 3000: one digit is a number too
+        ("Brent crude reached 6.9 dollars a barrel [1].", False),  # 69: the decimal point belongs to the number
+        ("The tower has 3,000 rooms and a rooftop pool [1].", True),  # 3000, written with a separator
+    ],
+)
+def test_every_number_of_a_claim_is_checked_whole(checker, claim, supported):
+    checked = checker.run(claim, [make_hit("oil", OIL + " " + CASINO)])
+
+    assert (checked.supported, checked.unsupported) == ((1, 0) if supported else (0, 1))
+
+
 def test_paragraph_breaks_between_kept_claims_survive(checker):
     sources = [make_hit("nato", NATO), make_hit("oil", OIL)]
     answer = "NATO has suspended its training missions in Iraq [1].\n\nOil prices rose by 4 percent on Friday [2]."
