@@ -16,7 +16,6 @@ from importlib import resources
 from bot.config import Config, ConfigError, load_config
 from index.retrieve import RetrievalMode, SearchFilters
 from index.timefilter import SINCE_CHOICES, parse_duration, parse_since
-from index.urls import redact_url
 
 log = logging.getLogger("newsdesk")
 
@@ -52,7 +51,7 @@ def _service(config: Config):
 def cmd_ingest(args, config):
     report = _service(config).ingest(args.sources, collection=args.collection, progress=not args.quiet)
     lines = [report.summary()]
-    lines += [f"  failed: {redact_url(f.source)}: {f.reason}" for f in report.failed]
+    lines += [f"  failed: {f.source}: {f.reason}" for f in report.failed]  # sources come redacted
     _emit(args, report.to_json(), "\n".join(lines))
     return 0 if report.added or report.duplicates or not report.failed else 1
 

@@ -75,21 +75,37 @@ def redact_url(url: str) -> str:
     given, but a status page or a log line must not hand them on. Works on text, not a parse, so
     a URL that does not parse is redacted all the same; anything without `://` is returned as is.
     """
+    return _without_credentials(url, _REDACTED)
+
+
+def public_url(url: str) -> str:
+    """The URL as a link for every reader: userinfo and credential query parameters left out.
+
+    A story read through a private URL is linked in citations that the whole channel sees; a link
+    with "redacted" in it would not open, one without the subscriber's key opens for anyone with theirs.
+    """
+    return _without_credentials(url, None)
+
+
+def _without_credentials(url: str, replacement: str | None) -> str:
+    """Credentials replaced by `replacement`, or left out when it is None."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
     end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
     authority, rest = rest[:end], rest[end:]
     if "@" in authority:
-        authority = f"{_REDACTED}@{authority.rpartition('@')[2]}"
+        host = authority.rpartition("@")[2]
+        authority = host if replacement is None else f"{replacement}@{host}"
     rest, hash_, fragment = rest.partition("#")
     path, mark, query = rest.partition("?")
-    query = "&".join(_redact_param(part) for part in query.split("&")) if mark else ""
-    return f"{scheme}{sep}{authority}{path}{mark}{query}{hash_}{fragment}"
-
-
-def _redact_param(part: str) -> str:
-    name, equals, value = part.partition("=")
-    if equals and value and unquote_plus(name).strip().lower() in _SECRET_PARAMS:
-        return f"{name}={_REDACTED}"
-    return part
+    kept = []
+    for part in query.split("&") if mark else ():
+        name, equals, value = part.partition("=")
+        if equals and value and unquote_plus(name).strip().lower() in _SECRET_PARAMS:
+            if replacement is None:
+                continue
+            part = f"{name}={replacement}"
+        kept.append(part)
+    mark = mark if kept or replacement is not None else ""
+    return f"{scheme}{sep}{authority}{path}{mark}{'&'.join(kept)}{hash_}{fragment}"

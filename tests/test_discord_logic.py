@@ -22,7 +22,7 @@ from bot.discordbot.scope import filters_for
 from bot.feeds import FeedPoller, FeedRegistry, check_feed_url
 from index.article import Failure
 from index.ingest import IngestReport
-from index.urls import redact_url
+from index.urls import public_url, redact_url
 
 NOW = datetime(2026, 1, 7, 12, tzinfo=timezone.utc)
 
@@ -255,6 +255,14 @@ def test_credentials_in_urls_are_redacted_for_display():
     assert redact_url("http://[broken/rss?token=t") == "http://[broken/rss?token=redacted"  # does not parse
     for unchanged in ("https://feeds.test/rss.xml?page=2", "https://feeds.test/a@b", "/srv/news/feed.xml", ""):
         assert redact_url(unchanged) == unchanged
+
+
+def test_public_urls_leave_credentials_out():
+    assert public_url("https://user:pa@ss@news.test:8080/story?token=abc&page=2&API_KEY=x#top") == (
+        "https://news.test:8080/story?page=2#top")
+    assert public_url("https://news.test/story?key=c") == "https://news.test/story"
+    for unchanged in ("https://news.test/story?page=2&keyword=d", "https://news.test/a@b", "/srv/news/story.html"):
+        assert public_url(unchanged) == unchanged
 
 
 def test_the_poller_logs_a_failing_feed_without_its_credentials(tmp_path, caplog):

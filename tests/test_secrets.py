@@ -12,6 +12,7 @@ feed, and a Discord API that rejects the token.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import logging
@@ -212,3 +213,40 @@ def test_the_command_line_never_writes_its_secrets(tmp_path):
     assert "request refused with status 401" in outputs["refusing"]
     assert "Traceback" in outputs["serve"]  # -v: the whole story is told, and still no secret in it
     assert {name: leaks(text) for name, text in outputs.items() if leaks(text)} == {}
+
+
+FEED_PASSWORD = "feed-password-that-must-never-leak"
+FEED_TOKEN = "feed-token-that-must-never-leak"
+
+
+def test_credentials_in_source_urls_log_in_but_are_never_written(tmp_path):
+    """A private page and a private feed read by `newsdesk ingest --json -v`: the credentials reach the
+    server that asked for them and nowhere else, not the output and not the index on disk."""
+    from test_hostile_input import rss, story_html
+
+    with LocalHTTPServer() as news:
+        news.add("/story", story_html())
+        news.add("/feed", rss([("Harbour dredging starts", news.url(f"/dredging?token={FEED_TOKEN}"),
+                                "Dredging of the harbour channel starts on Monday and lasts three weeks.")]),
+                 content_type="application/rss+xml")
+        news.add_status("/gone", 404)
+        private = [news.url(f"{path}?token={FEED_TOKEN}&page=1").replace("://", f"://reader:{FEED_PASSWORD}@")
+                   for path in ("/story", "/feed", "/gone")]
+        config = tmp_path / "config.toml"
+        config.write_text('[index]\ndir = "data"\n[fetch]\nfetch_linked_pages = false\n')
+
+        ingested = newsdesk(config, "ingest", "--json", *private)
+        asked = newsdesk(config, "ask", "--json", "When does the harbour dredging start?")
+
+    assert ingested.returncode == 0, ingested.stderr
+    report = json.loads(ingested.stdout)
+    assert report["added"] == 2 and [f["reason"] for f in report["failed"]] == ["HTTP 404"]
+    assert report["failed"][0]["source"].startswith("http://redacted@127.0.0.1:")
+    login = "Basic " + base64.b64encode(f"reader:{FEED_PASSWORD}".encode()).decode()
+    assert [h.get("Authorization") for h in news.request_headers] == [login] * 3
+    answer = json.loads(asked.stdout)
+    assert answer["citations"] and all(FEED_TOKEN not in c["url"] for c in answer["citations"])
+    written = {"ingest": ingested.stdout + ingested.stderr, "ask": asked.stdout + asked.stderr}
+    written |= {path.name: path.read_bytes().decode("latin-1") for path in (tmp_path / "data").iterdir()}
+    assert {where: secret for where, text in written.items() for secret in (FEED_PASSWORD, FEED_TOKEN)
+            if secret in text} == {}

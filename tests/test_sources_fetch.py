@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import socket
 
@@ -33,6 +34,21 @@ def test_sends_the_configured_user_agent(http_server: LocalHTTPServer) -> None:
     http_server.add("/ua", "ok")
     Fetcher(FetchLimits(user_agent="newsdesk-test/1")).run(http_server.url("/ua"))
     assert http_server.request_headers[0]["User-Agent"] == "newsdesk-test/1"
+
+
+def test_userinfo_in_the_url_logs_in_with_basic_auth_and_stays_on_its_host(http_server: LocalHTTPServer) -> None:
+    with LocalHTTPServer() as elsewhere:
+        elsewhere.add("/feed", "moved here")
+        http_server.add_redirect("/private", "/private2")  # same host: still logged in
+        http_server.add_redirect("/private2", elsewhere.url("/feed"))  # another host: not
+        url = http_server.url("/private").replace("://", "://reader:p%40ss%3Aword@")
+
+        page = Fetcher().run(url)
+
+        assert page.body == b"moved here"
+        login = "Basic " + base64.b64encode(b"reader:p@ss:word").decode()
+        assert [h.get("Authorization") for h in http_server.request_headers] == [login, login]
+        assert "Authorization" not in elsewhere.request_headers[0]
 
 
 def test_follows_redirects_and_reports_the_final_url(http_server: LocalHTTPServer) -> None:

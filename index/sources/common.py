@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from index.article import Article, make_article_id, normalize_text
-from index.urls import absolute_http_url, outlet_from_url
+from index.urls import absolute_http_url, outlet_from_url, public_url
 
 
 class SourceError(Exception):
@@ -47,6 +47,7 @@ def build_article(
     if not text:
         raise SourceError("no article text found")
     url = absolute_http_url(url)
+    url = url and public_url(url)  # the link every reader of a citation gets
     if published is not None and published.tzinfo is None:
         published = published.replace(tzinfo=timezone.utc)
     return Article(

@@ -8,6 +8,7 @@ the connection (DNS rebinding) cannot reach an internal service.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import ipaddress
@@ -19,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from email.message import Message
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
 from index.sources.common import SourceError, format_size
 
@@ -119,7 +120,7 @@ class Fetcher:
         try:
             connection.connect()
             deadline.watch(connection.sock)
-            connection.request("GET", target, headers=self._headers())
+            connection.request("GET", target, headers=self._headers(parts))
             response = connection.getresponse()
             if response.status in _REDIRECTS:
                 return response.status, response.msg, b""
@@ -147,13 +148,19 @@ class Fetcher:
             watchdog.cancel()
             connection.close()
 
-    def _headers(self) -> dict[str, str]:
-        return {
+    def _headers(self, parts: SplitResult) -> dict[str, str]:
+        headers = {
             "User-Agent": self.limits.user_agent,
             "Accept": _ACCEPT,
             "Accept-Encoding": "gzip, deflate",
             "Connection": "close",
         }
+        if parts.username is not None:
+            # A private feed's `https://user:password@host/...`, as feed readers take it. A redirect
+            # to another host drops the userinfo (urljoin), so the password goes nowhere else.
+            login = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(login).decode("ascii")
+        return headers
 
     def _addresses(self, host: str, port: int, deadline: _Deadline) -> list[tuple]:
         """The socket addresses to connect to, each one checked when private ones are refused."""

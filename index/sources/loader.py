@@ -25,6 +25,7 @@ from index.sources.html import HtmlReader
 from index.sources.jsonl import JsonlReader
 from index.sources.sniff import EXTENSIONS, SourceKind, sniff_kind
 from index.sources.textpage import TextPageReader
+from index.urls import public_url, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ class SourceLoader:
 
     def run(self, sources: Iterable[str]) -> Iterator[Article | Failure]:
         for source in sources:
-            yield from _guarded(source, self._load(source))
+            # What a failure or an article says it came from is shown and stored: no credentials in it.
+            yield from _guarded(redact_url(source), self._load(source))
 
     # -- dispatch --------------------------------------------------------------------------
     def _load(self, source: str) -> Iterator[Article | Failure]:
@@ -133,7 +135,9 @@ class SourceLoader:
         page = self._fetcher.run(url)
         refuse_binary(page.body[:_HEAD_BYTES])
         kind = sniff_kind(page.body[:_HEAD_BYTES], name=urlsplit(page.final_url).path, content_type=page.content_type)
-        yield from self._read(page.body, kind, source=url, url=page.final_url, charset=page.charset)
+        # The readers see the link as readers get it: trafilatura logs it and names the site from it.
+        yield from self._read(page.body, kind, source=redact_url(url), url=public_url(page.final_url),
+                              charset=page.charset)
 
     def _read(
         self, data: bytes, kind: SourceKind, *, source: str, url: str | None = None, charset: str | None = None
@@ -180,10 +184,10 @@ class SourceLoader:
         try:
             fetched = page.result()
             text = self._decoder.run(fetched.body, declared=fetched.charset).text
-            story = self._html.run(text, source=teaser.article.source, url=fetched.final_url)
+            story = self._html.run(text, source=teaser.article.source, url=public_url(fetched.final_url))
         except Exception as exc:  # noqa: BLE001 - one page must not cost the rest of the feed
             yield teaser.article
-            yield Failure(teaser.link, f"kept the feed's teaser; the page could not be read: {_reason(exc)}")
+            yield Failure(redact_url(teaser.link), f"kept the feed's teaser; the page could not be read: {_reason(exc)}")
             return
         yield _merge(teaser.article, story)
 
