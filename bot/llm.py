@@ -198,14 +198,19 @@ class LLMAnswerer:
         *,
         on_text: Callable[[str], None] | None = None,
         instruction: str | None = None,
+        fallback: Callable[[str, list[Hit]], Answer] | None = None,
     ) -> Answer:
+        """`fallback` answers instead when the model fails (default: the extractive answerer); a
+        summary passes the extractive summarizer, so a failed summary still reads as one."""
+        fallback = fallback or self._fallback.run
         if not hits:
-            return self._fallback.run(question, hits)
+            return fallback(question, hits)
         timing: dict[str, float] = {}
         started = time.perf_counter()
         prompt = self._prompts.run(question, hits, instruction=instruction)
         if not prompt.sources:
-            return self._fall_back(question, hits, "The question is too long for the language model.", timing)
+            note = "The question is too long for the language model."
+            return self._fall_back(fallback(question, hits), note, timing)
         try:
             try:
                 text = self._chat.run(prompt.messages, on_text=on_text)
@@ -220,7 +225,7 @@ class LLMAnswerer:
             log.warning("LLM answer failed: %s", exc)
             timing["llm"] = _ms(started)
             note = f"The language model failed ({exc}); showing the extractive answer."
-            return self._fall_back(question, hits, note, timing)
+            return self._fall_back(fallback(question, hits), note, timing)
         timing["llm"] = _ms(started)
         if _words(text) == _words(NO_ANSWER):
             return Answer(NO_ANSWER, "llm", [], timing, found=False, claims_supported=0, claims_unsupported=0)
@@ -237,7 +242,7 @@ class LLMAnswerer:
                 f"The language model's answer was not supported by its sources ({checked.supported} of {total} "
                 "claims); showing the extractive answer."
             )
-            return self._fall_back(question, hits, note, timing, checked)
+            return self._fall_back(fallback(question, hits), note, timing, checked)
         return Answer(
             checked.text,
             "llm",
@@ -247,16 +252,9 @@ class LLMAnswerer:
             claims_unsupported=checked.unsupported,
         )
 
-    def _fall_back(
-        self,
-        question: str,
-        hits: list[Hit],
-        note: str,
-        timing: dict[str, float],
-        checked: CheckedAnswer | None = None,
-    ) -> Answer:
-        """The extractive answer with a note; with the rejected answer's claim counts when it was checked."""
-        answer = self._fallback.run(question, hits)
+    @staticmethod
+    def _fall_back(answer: Answer, note: str, timing: dict[str, float], checked: CheckedAnswer | None = None) -> Answer:
+        """The fallback's answer with a note; with the rejected answer's claim counts when it was checked."""
         return replace(
             answer,
             note=note,

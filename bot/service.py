@@ -175,7 +175,7 @@ class NewsService:
         started = time.perf_counter()
         hits = self.retrieve(topic, filters=filters, k=12)
         if self.llm is not None:
-            answer = self.llm.run(topic, hits, on_text=on_text,
+            answer = self.llm.run(topic, hits, on_text=on_text, fallback=self.topic_summarizer.run,
                                   instruction=f"Summarize what the sources report about: {topic}")
         else:
             answer = self.topic_summarizer.run(topic, hits)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from http_fixture import http_server  # noqa: F401 - the fixture
-from conftest import SEED
+from conftest import SEED, article
+from openai_fake import FakeOpenAI, Reply
 
 PAGE = """<html><head><title>Port strike ends after three weeks</title>
 <meta property="og:site_name" content="Harbour Times">
@@ -59,6 +60,27 @@ def test_summaries_of_article_topic_and_period(service):
     assert "1 article since 01 Jan 2020 00:00 UTC, 1 story:" in digest.text and digest.citations[0].article_id == article_id
     empty = service.digest()
     assert not empty.found  # nothing in the last 24 hours
+
+
+def test_a_topic_summary_the_model_fails_is_still_a_summary(service, config, fake_embedder):
+    from bot.service import NewsService
+
+    service.ingestor.run([
+        article("Ferry pier rebuild approved", "The council voted on Tuesday to rebuild the ferry pier. The ferry "
+                "pier was damaged by winter storms last year. Work on the ferry pier starts in March."),
+        article("Ferry timetable changes", "The ferry company will cut evening sailings while the pier is rebuilt. "
+                "Ferry passengers will board from the old harbour wall until the summer."),
+    ])
+    offline = service.summarize_topic("ferry pier")
+    with FakeOpenAI([Reply.server_error()]) as failing:
+        config.llm.base_url, config.llm.model, config.llm.retry_backoff_seconds = failing.base_url, "m", 0
+        summary = NewsService(config, embedder=fake_embedder).summarize_topic("ferry pier")
+
+    assert summary.note.startswith("The language model failed (server error 500")
+    # The extractive summary, across both stories, not the extractive answer to a "question" that is a topic.
+    assert (summary.mode, summary.text) == ("extractive", offline.text)
+    assert [c.title for c in summary.citations] == ["Ferry pier rebuild approved", "Ferry timetable changes"]
+    assert len(failing.requests) == config.llm.max_retries + 1
 
 
 def test_members_cannot_make_the_bot_read_its_own_files(service):
