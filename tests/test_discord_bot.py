@@ -548,8 +548,9 @@ def test_admins_expire_and_remove_their_own_servers_articles_only(emulator, bot_
                                     ("member_expire", "expire", {"older_than": "30d"})):
             sent[kind] = await emulator.interaction(name, options, user=member)
             await emulator.wait_for("POST", f"/interactions/{sent[kind]['id']}/")
-        sent["choices"] = await emulator.interaction("remove", {"article": ""}, autocomplete="article", **admin)
-        await emulator.wait_for("POST", f"/interactions/{sent['choices']['id']}/")
+        for kind, who in (("choices", admin), ("member_choices", {"user": member})):
+            sent[kind] = await emulator.interaction("remove", {"article": ""}, autocomplete="article", **who)
+            await emulator.wait_for("POST", f"/interactions/{sent[kind]['id']}/")
         await answered("remove", "remove", {"article": "Council approves the new tram line"}, **admin)
         await answered("private_title", "remove", {"article": PRIVATE["title"]}, **admin)
         await answered("private_id", "remove", {"article": private_id}, **admin)
@@ -565,6 +566,7 @@ def test_admins_expire_and_remove_their_own_servers_articles_only(emulator, bot_
         assert "Manage Server" in refused["data"]["content"]
     offered = {c["value"] for c in callback(emulator, sent["choices"]).body["data"]["choices"]}
     assert offered == {"Council approves the new tram line", "Library reopens after the renovation"}
+    assert callback(emulator, sent["member_choices"]).body["data"]["choices"] == []  # not an admin: no titles
 
     def reply(kind: str) -> str:
         assert callback(emulator, sent[kind]).body == {"type": 5, "data": {"flags": EPHEMERAL}}

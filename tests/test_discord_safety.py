@@ -17,7 +17,7 @@ from test_discord_bot import (  # noqa: F401 - bot_config, emulator, error_recor
 )
 from test_render import MASKED_LINK, markup_left
 
-from bench.discord_emulator import EPHEMERAL
+from bench.discord_emulator import EPHEMERAL, MANAGE_GUILD
 from bot.feeds import Feed, FeedRegistry, PollResult
 from index.article import make_article_id
 
@@ -134,7 +134,7 @@ def test_every_admin_command_is_refused_to_members_and_changes_nothing(emulator,
 
     before = state()
     general = emulator.channels[emulator.channel("general")]
-    sent = {}
+    sent, offered = {}, {}
 
     async def scenario(bot):
         async with FeedServer([("Lighthouse", "https://cape.test/l", "A lighthouse.")]) as feed_url:
@@ -149,8 +149,19 @@ def test_every_admin_command_is_refused_to_members_and_changes_nothing(emulator,
             sent["ingest"] = await emulator.interaction("ingest", {"url": story}, user=member)
             for interaction in sent.values():
                 await emulator.wait_for("POST", f"/interactions/{interaction['id']}/")
+            # Autocomplete runs no checks in discord.py: it must refuse on its own, for either option.
+            for name, option, sub in (("feeds", "url", "remove"), ("remove", "article", None)):
+                offered[name] = await emulator.interaction(name, {option: ""}, subcommand=sub, user=member,
+                                                           autocomplete=option)
+                await emulator.wait_for("POST", f"/interactions/{offered[name]['id']}/")
+            offered["admin"] = await emulator.interaction("feeds", {"url": ""}, subcommand="remove", user=member,
+                                                          permissions=MANAGE_GUILD, autocomplete="url")
+            await emulator.wait_for("POST", f"/interactions/{offered['admin']['id']}/")
 
     with_bot(emulator, bot_config, indexed, scenario)
+    choices = {name: callback(emulator, payload).body["data"]["choices"] for name, payload in offered.items()}
+    assert choices == {"feeds": [], "remove": [],
+                       "admin": [{"name": "https://feeds.test/kept.xml", "value": "https://feeds.test/kept.xml"}]}
     for kind, interaction in sent.items():
         refusal = callback(emulator, interaction).body
         assert refusal["type"] == 4 and refusal["data"]["flags"] & EPHEMERAL, kind

@@ -19,7 +19,7 @@ from discord.ext import commands
 from bot.discordbot import autocomplete
 from bot.discordbot.autocomplete import pick_article
 from bot.discordbot.errors import UserError
-from bot.discordbot.permissions import admin_only
+from bot.discordbot.permissions import admin_only, member_is_admin
 from bot.discordbot.replies import send_followups
 from bot.discordbot.scope import collections_for
 from bot.feeds import check_feed_url, guild_collection
@@ -107,6 +107,8 @@ class AdminCommands(commands.Cog):
 
     @feeds_remove.autocomplete("url")
     async def _removable(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        if not member_is_admin(interaction):
+            return []  # the server's feed addresses are for its admins
         feeds = await asyncio.to_thread(
             self.bot.feeds.feeds, collections=[guild_collection(interaction.guild_id)]
         )

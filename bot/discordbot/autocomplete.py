@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import discord
 from discord import app_commands
 
+from bot.discordbot.permissions import member_is_admin
 from bot.discordbot.scope import collections_for
 from bot.feeds import guild_collection
 from bot.render import clip
@@ -87,7 +88,9 @@ async def article(interaction: discord.Interaction, current: str) -> list[app_co
 
 
 async def own_article(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-    """Titles from the server's own collection only: what its admins may remove."""
+    """Titles from the server's own collection only: what its admins may remove; none for others."""
+    if not member_is_admin(interaction):
+        return []
     return await _titles(interaction, current, (guild_collection(interaction.guild_id or 0),))
 
 

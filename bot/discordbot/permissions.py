@@ -25,14 +25,18 @@ def is_admin(*, manage_guild: bool, roles: Iterable[tuple[int, str]], admin_role
     return any(wanted == name or wanted == str(role_id) for role_id, name in roles)
 
 
-def member_is_admin(interaction: discord.Interaction, admin_role: str) -> bool:
-    """The rule applied to an interaction, with the permissions Discord resolved for it."""
+def member_is_admin(interaction: discord.Interaction) -> bool:
+    """The rule applied to an interaction, with the permissions Discord resolved for it.
+
+    Admin commands' autocompletes ask it too: discord.py runs no checks for autocomplete, and a
+    client can send one for a command its member cannot use.
+    """
     permissions = interaction.permissions
     roles = getattr(interaction.user, "roles", [])  # a User (not a Member) has none
     return is_admin(
         manage_guild=permissions.manage_guild or permissions.administrator,
         roles=[(role.id, role.name) for role in roles],
-        admin_role=admin_role,
+        admin_role=interaction.client.config.discord.admin_role,  # type: ignore[attr-defined]
     )
 
 
@@ -40,7 +44,7 @@ def admin_only():
     """App command check: raises NotAdmin for anyone who is not an admin."""
 
     async def predicate(interaction: discord.Interaction) -> bool:
-        if member_is_admin(interaction, interaction.client.config.discord.admin_role):  # type: ignore[attr-defined]
+        if member_is_admin(interaction):
             return True
         raise NotAdmin("not an admin")
 
