@@ -18,7 +18,7 @@ SUMMARY = "summary.json"
 # Smaller inputs for a quick look (`--quick`); the defaults are the figures the report quotes.
 QUICK = {
     "ingest_throughput": {"articles": 100, "rounds": 1},
-    "ask_latency": {"questions": 50, "scoped_questions": 20, "one_thread_questions": 20,
+    "ask_latency": {"questions": 50, "scoped_questions": 20, "all_cores_questions": 20,
                     "filtered_questions": 5},
     "footprint": {},
     "vector_search": {"sizes": (10_000, 30_000, 100_000), "latency_queries": 100},

@@ -94,6 +94,7 @@ class RetrievalSettings:
     recency_weight: float = 0.1
     lede_weight: float = 0.2
     max_chunks_per_article: int = 4
+    search_threads: int = 1
 
 
 class Retriever:
@@ -109,6 +110,8 @@ class Retriever:
         self.settings = settings or RetrievalSettings()
         if self.settings.candidates < self.settings.top_k:
             raise ValueError("retrieval candidates must be at least top_k")
+        if self.settings.search_threads < 1:
+            raise ValueError("retrieval search_threads must be at least 1")
         self.mode = mode
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()  # questions from Discord are retrieved in several threads at once
@@ -179,6 +182,9 @@ class Retriever:
             fetch = min(index.ntotal, n * 4 if filtered else n)
         if fetch == 0:
             return []
+        # Set in the searching thread: OpenMP keeps the setting per thread, and Discord questions are
+        # retrieved in worker threads.
+        faiss.omp_set_num_threads(self.settings.search_threads)
         scores, ids = index.search(vector.reshape(1, -1).astype(np.float32), fetch, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 

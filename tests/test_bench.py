@@ -32,7 +32,7 @@ def _corpus(path, n: int, *, seed: int, outlet: str) -> None:
 
 PARAMS = {
     "ingest_throughput": {"articles": 12, "rounds": 2},
-    "ask_latency": {"questions": 12, "warmup": 2, "scoped_questions": 5, "one_thread_questions": 4,
+    "ask_latency": {"questions": 12, "warmup": 2, "scoped_questions": 5, "all_cores_questions": 4,
                     "filtered_questions": 2},
     "footprint": {"with_model": False, "queries": 5},
     "vector_search": {"sizes": (60, 300), "latency_queries": 10, "ef_sweep": (8, 64), "queries": 20},
@@ -82,7 +82,7 @@ def test_every_section_writes_its_figures(config, corpus, tmp_path):
     assert 0 < ask["ask"]["p50_ms"] <= ask["ask"]["p95_ms"] <= ask["ask"]["max_ms"]
     assert ask["retrieval_only"]["p50_ms"] <= ask["ask"]["p50_ms"]
     assert 0 <= ask["source_article_cited_share"] <= 1 and ask["corpus_first_ingest"]["ingested_now"]
-    assert ask["scoped_like_discord"]["questions"] == 5 and ask["faiss_one_thread"]["questions"] == 4
+    assert ask["scoped_like_discord"]["questions"] == 5 and ask["faiss_all_cores"]["questions"] == 4
 
     foot = s["footprint"]
     assert foot["chunks"] == ask["chunks"] and foot["measured_with"] == "store"
