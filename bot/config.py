@@ -8,6 +8,7 @@ Secrets never live here: the Discord token and API keys are read from the enviro
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import tomllib
@@ -17,6 +18,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from index.retrieve import RetrievalSettings
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -160,6 +163,10 @@ class Config:
         return path if path.is_absolute() else self.base_dir / path
 
 
+# Keys that earlier versions read: a config that still sets one loads, with a warning.
+_RETIRED = {"rrf_k": "retrieval fuses the rankings' scores now, not their ranks"}
+
+
 def load_config(path: str | os.PathLike | None = None) -> Config:
     """Read a config file; None gives the defaults. Relative paths are taken from the file's folder."""
     if path is None:
@@ -181,6 +188,9 @@ def _build(cls: type, raw: dict, *, where: str):
         raise ConfigError(f"{where}: expected a table")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "base_dir"}
+    for name in sorted(set(raw) & set(_RETIRED) - set(fields)):
+        log.warning("%s: %s is no longer read (%s); remove it", where, name, _RETIRED[name])
+        raw = {k: v for k, v in raw.items() if k != name}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")

@@ -15,9 +15,17 @@ def test_partial_config_keeps_defaults(tmp_path):
     config = load_config(path)
     assert config.data_dir == tmp_path / "elsewhere"
     assert config.retrieval.top_k == 5
-    assert config.retrieval.rrf_k == Config().retrieval.rrf_k
+    assert config.retrieval.candidates == Config().retrieval.candidates
     assert config.discord.ask_channels == [123]
     assert config.llm.base_url == ""
+
+
+def test_a_retired_key_is_ignored_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "c.toml"
+    path.write_text("[retrieval]\nrrf_k = 20\ntop_k = 6\n")
+    config = load_config(path)
+    assert config.retrieval.top_k == 6
+    assert f"{path}: retrieval: rrf_k is no longer read" in caplog.text
 
 
 @pytest.mark.parametrize(
