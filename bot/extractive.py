@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from bot.answer_types import Answer, Citation, cited
 from index.article import ArticleMeta
 from index.retrieve import STOPWORDS, Hit, query_terms
-from index.sentences import sentence_spans
+from index.sentences import dateline_end, sentence_spans
 
 NOT_FOUND = "I couldn't find anything about that in the indexed news."
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -80,6 +80,8 @@ def candidate_sentences(hits: Iterable[Hit], *, min_words: int = 4) -> list[Sent
         source = hit.article_text or hit.text
         offset = 0 if hit.article_text else hit.start
         for a, b in sentence_spans(source, hit.start - offset, hit.end - offset):
+            if a + offset == 0:
+                a = dateline_end(source)  # the citation names the outlet; the answer needs no "(CNN) --"
             a, b = _balance_quotes(source, a, b)
             key = (hit.article.id, a + offset)
             text = source[a:b]

@@ -17,14 +17,14 @@ from bot.extractive import (
 )
 from index.article import ArticleMeta
 from index.retrieve import Hit, query_terms
-from index.sentences import sentence_spans
+from index.sentences import dateline_end, sentence_spans
 
 
 def article_sentences(meta: ArticleMeta, text: str, *, min_words: int = 6) -> list[Sentence]:
+    """The article's sentences, the first without its dateline."""
+    spans = [(dateline_end(text) if a == 0 else a, b) for a, b in sentence_spans(text)]
     return [
-        Sentence(meta, text[a:b], a, b, rank=i)
-        for i, (a, b) in enumerate(sentence_spans(text))
-        if len(text[a:b].split()) >= min_words
+        Sentence(meta, text[a:b], a, b, rank=i) for i, (a, b) in enumerate(spans) if len(text[a:b].split()) >= min_words
     ]
 
 

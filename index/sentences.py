@@ -14,6 +14,13 @@ _ABBREVIATIONS = {
     "jr", "sr", "inc", "ltd", "co", "corp", "vs", "etc", "no", "jan", "feb", "mar", "apr", "jun",
     "jul", "aug", "sep", "sept", "oct", "nov", "dec", "u.s", "u.k", "u.n", "e.g", "i.e", "a.m", "p.m",
 }
+# A wire story's opening "WASHINGTON (Reuters) - ", "MALE, Maldives (CNN) -- " or "LONDON — ": where
+# and who filed it, which the citation already names. Up to six place words, the agency in
+# brackets, then a dash; or an upper-case place and a long dash.
+_DATELINE = re.compile(
+    r"(?:[A-Z][\w.'’-]*(?:,?\s+[A-Z][\w.'’-]*){0,5},?\s*)?\([A-Z][\w .&-]{1,30}\)\s*(?:--|[-–—])\s+"
+    r"|[A-Z][A-Z.'’-]+(?:,?\s+[A-Z][\w.'’-]*){0,5}\s+(?:--|[–—])\s+"
+)
 _END = re.compile(r"""[.!?]+["'”’)\]]*(?=\s+|$)|\n+""")
 _WORD_BEFORE = re.compile(r"([\w.]+)$")
 
@@ -31,6 +38,12 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
         cursor = stop
     _append_trimmed(text, cursor, end, spans)
     return spans
+
+
+def dateline_end(text: str) -> int:
+    """Where an article's text starts after its dateline; 0 when it has none."""
+    match = _DATELINE.match(text)
+    return match.end() if match else 0
 
 
 def split_sentences(text: str) -> list[str]:

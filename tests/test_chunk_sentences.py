@@ -1,7 +1,8 @@
+import pytest
 from conftest import SEED, article
 
 from index.chunk import Chunker
-from index.sentences import sentence_spans, split_sentences
+from index.sentences import dateline_end, sentence_spans, split_sentences
 
 
 def test_sentences_keep_abbreviations_and_quotes_together():
@@ -41,3 +42,21 @@ def test_an_overlong_sentence_is_split_on_words(fake_embedder):
     assert len(chunks) >= 10
     assert all(fake_embedder.count_tokens(c.text) <= 50 for c in chunks)
     assert sum(len(c.text.split()) for c in chunks) >= 500
+
+
+@pytest.mark.parametrize(
+    ("text", "story"),
+    [
+        ("MALE, Maldives (CNN) -- The new president", "The new president"),
+        ("(CNN) -- President Obama visits Mexico", "President Obama visits Mexico"),
+        ("WASHINGTON (Reuters) - The Fed held rates", "The Fed held rates"),
+        ("HONG KONG, China (CNN) -- Hong Kong authorities", "Hong Kong authorities"),
+        ("LONDON — Britain said on Monday", "Britain said on Monday"),
+        # Not datelines: a bracket mid-sentence, a one-letter party tag, a headline-style dash.
+        ("NATO has suspended (its) - training", "NATO has suspended (its) - training"),
+        ("Senator Jane Smith (D) - said on Monday", "Senator Jane Smith (D) - said on Monday"),
+        ("US-Iran tensions — what next", "US-Iran tensions — what next"),
+    ],
+)
+def test_a_wire_dateline_is_told_from_the_story(text, story):
+    assert text[dateline_end(text):] == story

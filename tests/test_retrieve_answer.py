@@ -126,6 +126,21 @@ def test_a_bracketed_number_in_the_article_cannot_pose_as_a_citation(tmp_path, f
     assert set(re.findall(r"\[(\d+)\]", answer.text)) == {"1"}  # only the answer's own mark
 
 
+def test_answers_and_summaries_quote_a_wire_story_without_its_dateline(tmp_path, fake_embedder):
+    store = NewsStore(tmp_path / "d", model_name=fake_embedder.name, dim=fake_embedder.dim)
+    text = ("MALE, Maldives (CNN) -- The new president of the Maldives wants to move the islands' people to "
+            "higher ground. He was sworn in on Tuesday after the country's first multi-party election.")
+    make_ingestor(store, fake_embedder).run([article("Maldives president plans move", text)])
+    question = "What does the new president of the Maldives want?"
+
+    answer = ExtractiveAnswerer().run(question, Retriever(store, fake_embedder, settings()).run(question))
+    summary = ArticleSummarizer().run(*store.article(store.titles("Maldives")[0][0]))
+
+    for quoted in (answer, summary):
+        assert quoted.text.startswith("The new president of the Maldives wants to move"), quoted.text
+        assert quoted.citations[0].quote.startswith("The new president")
+
+
 def test_cited_turns_every_citation_shaped_bracket_of_the_quote_into_parentheses():
     from bot.answer_types import cited
 
