@@ -123,7 +123,11 @@ class Retriever:
         n = max(self.settings.candidates, k * 3)
         timing = {} if timing is None else timing
         where, params = filters.sql()
-        allowed = self.store.chunk_ids_where(where, params, self.EXACT_FILTER_LIMIT) if filters.active else None
+        allowed = None
+        if filters.active:
+            # A date filter moves with the clock ("this week"), so its list is not asked for twice.
+            allowed = self.store.chunk_ids_where(where, params, self.EXACT_FILTER_LIMIT,
+                                                 reuse=not (filters.since or filters.until))
         if allowed is not None and not allowed:
             return []
 

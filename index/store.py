@@ -383,13 +383,30 @@ class NewsStore:
             params.append(article_id)
         return " AND ".join(clauses), params
 
-    def chunk_ids_where(self, where: str, params: list, limit: int) -> list[int] | None:
-        """Chunk ids of the articles matching a filter, or None if there are more than `limit`."""
-        rows = self.db.execute(
+    def chunk_ids_where(self, where: str, params: list, limit: int, *, reuse: bool = False) -> list[int] | None:
+        """Chunk ids of the articles matching a filter, or None if there are more than `limit`.
+
+        With `reuse`, the answer is kept per reader connection until a writer commits (SQLite's
+        data_version tells): Discord asks every question of a server with the same collection
+        filter, and listing up to `limit` rows to learn that cost 20 ms of a 60 ms question (bench).
+        """
+        db = self.db
+        cache: dict = self._local.__dict__.setdefault("allowed_ids", {})
+        key = (where, tuple(params), limit)
+        version = db.execute("PRAGMA data_version").fetchone()[0] if reuse else None
+        cached = cache.get(key) if reuse else None
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        rows = db.execute(
             f"SELECT c.id FROM chunks c JOIN articles a ON a.rowid = c.article WHERE {where} LIMIT ?",
             (*params, limit + 1),
         ).fetchall()
-        return None if len(rows) > limit else [r[0] for r in rows]
+        found = None if len(rows) > limit else [r[0] for r in rows]
+        if reuse:
+            if len(cache) >= 64:
+                cache.clear()
+            cache[key] = (version, found)
+        return found
 
     def lexical_search(self, match: str, k: int, where: str = "1", params: list | None = None) -> list[tuple[int, float]]:
         """BM25 over chunk bodies and titles (FTS5); higher is better."""

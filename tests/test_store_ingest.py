@@ -164,3 +164,32 @@ def test_removal_scoped_to_a_collection_leaves_the_others_theirs(store, fake_emb
     assert store.article(both.id, collections=("guild:1",)) is None
     assert store.article(shared.id) is not None and store.article(other.id) is not None
     assert consistent(store)[0] == 3
+
+
+def test_a_filter_sees_every_commit_that_changes_what_it_allows(store, fake_embedder):
+    """The allowed chunk ids of a filter are kept between questions, but never past a commit: a new
+    article, an old story added to another server's collection, a removal."""
+    ingest = make_ingestor(store, fake_embedder)
+    floods = article("Floods", WIRE, collection="guild:1")
+    budget = article("Budget vote delayed", "Lawmakers delayed the budget vote again. " * 5, collection="guild:1")
+    ingest.run([floods])
+
+    def allowed(collection: str) -> set[int]:
+        return set(store.chunk_ids_where(*store.filter_sql(collections=(collection,)), 100, reuse=True))
+
+    def chunks_of(*stories) -> set[int]:
+        marks = ",".join("?" * len(stories))
+        rows = store.db.execute(f"SELECT c.id FROM chunks c JOIN articles a ON a.rowid = c.article WHERE a.id IN ({marks})",
+                                [s.id for s in stories])
+        return {r[0] for r in rows}
+
+    assert allowed("guild:1") == chunks_of(floods) and allowed("guild:2") == set()
+    assert allowed("guild:1") == chunks_of(floods)  # asked again: the same answer
+    ingest.run([budget])
+    assert allowed("guild:1") == chunks_of(floods, budget)
+    ingest.run([floods], collection="guild:2")  # no new chunk, only a collection
+    assert allowed("guild:2") == chunks_of(floods)
+    with store.writer() as writer:
+        writer.remove_articles("1", [], collections=("guild:1",))
+        writer.commit()
+    assert allowed("guild:1") == set() and allowed("guild:2") == chunks_of(floods)
