@@ -260,7 +260,7 @@ class NewsStore:
 
     def vectors_for(self, chunk_ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         """Stored vectors of the given chunks, for exact search over a filtered subset."""
-        ids = list(chunk_ids)
+        ids = [int(i) for i in chunk_ids]  # SQLite takes no numpy integers
         out_ids, out_vecs = [], []
         for part, marks in _in_batches(ids):
             rows = self.db.execute(
@@ -383,8 +383,8 @@ class NewsStore:
             params.append(article_id)
         return " AND ".join(clauses), params
 
-    def chunk_ids_where(self, where: str, params: list, limit: int, *, reuse: bool = False) -> list[int] | None:
-        """Chunk ids of the articles matching a filter, or None if there are more than `limit`.
+    def chunk_ids_where(self, where: str, params: list, limit: int, *, reuse: bool = False) -> np.ndarray | None:
+        """Chunk ids (int64) of the articles matching a filter, or None if there are more than `limit`.
 
         With `reuse`, the answer is kept per reader connection until a writer commits (SQLite's
         data_version tells): Discord asks every question of a server with the same collection
@@ -401,9 +401,10 @@ class NewsStore:
             f"SELECT c.id FROM chunks c JOIN articles a ON a.rowid = c.article WHERE {where} LIMIT ?",
             (*params, limit + 1),
         ).fetchall()
-        found = None if len(rows) > limit else [r[0] for r in rows]
+        # An array, not a list of ints: a kept answer of 20,000 ids is 160 kB, not 720 kB.
+        found = None if len(rows) > limit else np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         if reuse:
-            if len(cache) >= 64:
+            if len(cache) >= 32:
                 cache.clear()
             cache[key] = (version, found)
         return found
