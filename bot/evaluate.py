@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from tqdm import tqdm
@@ -20,6 +20,7 @@ from tqdm import tqdm
 from bot.answer_types import Answer
 from bot.config import Config
 from index.article import Article, normalize_text
+from index.sources.common import build_article
 from index.embed import Embedder
 from index.retrieve import RetrievalMode
 from index.sentences import split_sentences
@@ -119,13 +120,10 @@ class QAEvaluation:
 
     @staticmethod
     def _article(row: dict) -> Article:
-        text = normalize_text(row["text"])
-        title = row.get("title") or split_sentences(text)[0][:120]
-        published = None
-        if row.get("published"):
-            published = datetime.fromisoformat(row["published"])
-            published = published if published.tzinfo else published.replace(tzinfo=timezone.utc)
-        return Article(id=row["article_id"], title=title, text=text, outlet=row.get("source"), published=published)
+        """The row's story as ingest builds one; its `article_id` is the id, so citations can be checked."""
+        published = datetime.fromisoformat(row["published"]) if row.get("published") else None
+        return build_article(text=row["text"], source="eval", title=row.get("title"), guid=str(row["article_id"]),
+                             outlet=row.get("source"), published=published, language="en")
 
     def _score(self, service, rows: list[dict], mode: str, progress: bool) -> QAScores:
         hits_at = {1: 0, 5: 0, 10: 0}
@@ -147,7 +145,7 @@ class QAEvaluation:
             for sentence, numbers in sentences:
                 if contains_answer(sentence, row["answers"]):
                     cited_total += 1
-                    cited_right += any(answer.citations[n - 1].article_id == row["article_id"] for n in numbers
+                    cited_right += any(answer.citations[n - 1].article_id == str(row["article_id"]) for n in numbers
                                        if 0 < n <= len(answer.citations))
                     break
         n = len(rows)

@@ -60,3 +60,9 @@ def test_an_overlong_sentence_is_split_on_words(fake_embedder):
 )
 def test_a_wire_dateline_is_told_from_the_story(text, story):
     assert text[dateline_end(text):] == story
+
+
+def test_a_title_made_from_the_first_line_leaves_the_dateline_out():
+    from index.sources.common import fallback_title
+
+    assert fallback_title("MALE, Maldives (CNN) -- The new president spoke.\nMore text.") == "The new president spoke."

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from index.article import Article, make_article_id, normalize_text
+from index.sentences import dateline_end
 from index.urls import absolute_http_url, outlet_from_url, public_url
 
 
@@ -84,8 +85,10 @@ def one_line(value: str | None) -> str:
 
 
 def fallback_title(text: str, limit: int = 100) -> str:
-    """A title for a story that has none: its first line, cut at a word near `limit` characters."""
+    """A title for a story that has none: its first line without a wire dateline, cut at a word near
+    `limit` characters."""
     first = text.strip().split("\n", 1)[0].strip()
+    first = first[dateline_end(first):]
     if len(first) <= limit:
         return first
     cut = first[:limit].rsplit(" ", 1)[0]
