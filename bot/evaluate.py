@@ -20,10 +20,10 @@ from tqdm import tqdm
 from bot.answer_types import Answer
 from bot.config import Config
 from index.article import Article, normalize_text
-from index.sources.common import build_article
 from index.embed import Embedder
 from index.retrieve import RetrievalMode
 from index.sentences import split_sentences
+from index.sources.common import build_article
 
 _CITATION = re.compile(r"\s*\[(\d+)\]")
 
