@@ -13,15 +13,14 @@ with FAISS's OpenMP pool at one thread; then small sets with a date filter letti
 from __future__ import annotations
 
 import os
-
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 
 from bench.common import Progress, latency_summary, sample_questions
 from bot.feeds import guild_collection
 from index.article import DEFAULT_COLLECTION
-from index.retrieve import SearchFilters
+from index.store import SearchFilters
 
 PARTS = ("embed_ms", "dense_ms", "bm25_ms", "fuse_ms", "retrieve_ms", "answer_ms")
 
@@ -58,23 +57,33 @@ def _measure(service, drawn: list[tuple[str, str]], *, filters=None, progress: P
 FILTER_LEVELS = (1_000, 5_000, 19_000, 21_000)
 
 
+def _since_letting_through(store, chunks: int, oldest: datetime, newest: datetime) -> datetime:
+    """The start of a date filter that lets about `chunks` chunks through (a bisection over dates)."""
+    low, high = oldest, newest
+    for _ in range(30):
+        middle = low + (high - low) / 2
+        if store.stats(SearchFilters(since=middle))["chunks"] > chunks:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
 def _filtered(service, *, seed: int, skip: int, per_level: int, progress: Progress) -> list[dict]:
-    """`ask` with a date filter that lets through about N chunks, for N around the retriever's switch
-    from an exact search over the allowed chunks to a filtered FAISS search (EXACT_FILTER_LIMIT)."""
+    """`ask` with a date filter that lets through about N chunks, for N around the embedded backend's
+    switch from an exact search over the allowed chunks to a filtered FAISS search (20,000 chunks)."""
     if per_level < 1:
         return []
-    times = [r[0] for r in service.store.db.execute(
-        "SELECT a.sort_time FROM chunks c JOIN articles a ON a.rowid = c.article ORDER BY a.sort_time DESC")]
+    stats = service.store.stats()
+    oldest, newest = (datetime.fromisoformat(stats[k]) for k in ("oldest", "newest"))
     out = []
     for level_number, level in enumerate(FILTER_LEVELS):
-        if level >= len(times):
+        if level >= stats["chunks"]:
             break
-        since = datetime.fromtimestamp(times[level - 1], timezone.utc)
-        where, params = SearchFilters(since=since).sql()
-        allowed = service.store.db.execute(
-            f"SELECT count(*) FROM chunks c JOIN articles a ON a.rowid = c.article WHERE {where}", params).fetchone()[0]
+        filters = SearchFilters(since=_since_letting_through(service.store, level, oldest, newest))
+        allowed = service.store.stats(filters)["chunks"]
         drawn = sample_questions(service.store, per_level, seed=seed, skip=skip + level_number * per_level)
-        result = _measure(service, drawn, filters=SearchFilters(since=since), progress=progress,
+        result = _measure(service, drawn, filters=filters, progress=progress,
                           label=f"ask_latency (filter, {allowed} chunks)")
         out.append({"allowed_chunks": allowed, "questions": result["questions"], "ask": result["ask"],
                     "parts_median_ms": result["parts_median_ms"]})
@@ -115,13 +124,13 @@ def run(service, *, questions: int = 200, warmup: int = 10, scoped_questions: in
         all_cores_result["search_threads"] = os.cpu_count() or 1
     filtered = _filtered(service, seed=seed, skip=questions + warmup + scoped_questions + all_cores_questions,
                          per_level=filtered_questions, progress=progress)
-    articles, chunks = service.store.counts()
-    index = service.store.vector_index()
+    stats = service.store.stats()
     return {
         "mode": "extractive",
-        "articles": articles,
-        "chunks": chunks,
-        "vector_index": "hnsw" if service.store.is_approximate(index) else "exact",
+        "backend": stats["backend"],
+        "articles": stats["articles"],
+        "chunks": stats["chunks"],
+        "vector_index": stats["vector_index"],
         "search_threads": service.config.retrieval.search_threads,
         "warmup_questions": len(warm),
         "seed": seed,

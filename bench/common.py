@@ -13,7 +13,6 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -259,19 +258,14 @@ def sample_questions(store, n: int, *, seed: int = 5, skip: int = 0) -> list[tup
     """
     # Only the picked articles' texts are read: the memory probes ask questions too, and every
     # text of the corpus held at once would count as the index's own resident memory.
-    rowids = [r[0] for r in store.db.execute("SELECT rowid FROM articles ORDER BY rowid")]
-    if not rowids:
-        return []
+    article_ids = store.article_ids()
     rng = random.Random(seed)
-    order = list(range(len(rowids)))
+    order = list(range(len(article_ids)))
     rng.shuffle(order)
-    picked = [rowids[i] for i in order[skip : skip + n]]
-    texts = {r[0]: r[1:] for r in store.db.execute(
-        f"SELECT rowid, id, title, text FROM articles WHERE rowid IN ({','.join('?' * len(picked))})", picked)}
     out = []
-    for i, rowid in enumerate(picked):
-        article_id, title, text = texts[rowid]
-        question = _title_question(title) if i % 2 == 0 and title.strip() else _sentence_question(text, rng)
+    for i, article_id in enumerate(article_ids[j] for j in order[skip : skip + n]):
+        meta, text = store.article(article_id)
+        question = _title_question(meta.title) if i % 2 == 0 and meta.title.strip() else _sentence_question(text, rng)
         out.append((question, article_id))
     return out
 

@@ -45,26 +45,24 @@ def _probe(spec: dict) -> dict:
             service.ask(question)
         store = service.store
     else:
-        from index.store import NewsStore
+        from index.store import SearchFilters
+        from index.store.sqlite import SQLiteStore
 
         before = loaded = rss_mb()
-        store = NewsStore(spec["data_dir"], model_name=spec["model_name"], dim=spec["dim"],
-                          exact_search_max=spec["exact_search_max"], hnsw_m=spec["hnsw_m"],
-                          hnsw_ef_search=spec["hnsw_ef_search"])
-        index = store.vector_index()
+        store = SQLiteStore(spec["data_dir"], model_name=spec["model_name"], dim=spec["dim"],
+                            exact_search_max=spec["exact_search_max"], hnsw_m=spec["hnsw_m"],
+                            hnsw_ef_search=spec["hnsw_ef_search"])
         rng = random.Random(11)
-        chunk_ids = [r[0] for r in store.db.execute("SELECT id FROM chunks").fetchall()]
-        titles = [r[0] for r in store.db.execute("SELECT title FROM articles").fetchall()]
-        ids, vectors = store.vectors_for(rng.sample(chunk_ids, min(len(chunk_ids), spec["queries"])))
-        for vector in vectors:  # what a question costs the store: a vector search, BM25, the passages
-            _, found = index.search(vector.reshape(1, -1), min(50, index.ntotal))
-            store.chunks_with_articles([int(i) for i in found[0] if i >= 0])
-        for title in rng.sample(titles, min(len(titles), spec["queries"])):
-            words = [w for w in title.lower().split() if w.isalnum()][:6]
-            if words:
-                store.lexical_search(" OR ".join(f'"{w}"' for w in words), 50)
-    articles, chunks = store.counts()
-    return {"kind": spec["kind"], "chunks": chunks, "articles": articles, "rss_start_mb": round(before, 1),
+        picked = rng.sample(store.article_ids(), min(store.counts().articles, spec["queries"]))
+        everything = SearchFilters()
+        # What a question costs the store: a vector search, BM25, the passages.
+        for vector in store.lede_vectors(picked).values():
+            store.chunks_with_articles([chunk_id for chunk_id, _ in store.dense_search(vector, 50, everything)])
+        for article_id in picked:
+            words = [w for w in store.article(article_id)[0].title.lower().split() if w.isalnum()][:6]
+            store.lexical_search(words, 50, everything)
+    counts = store.counts()
+    return {"kind": spec["kind"], "chunks": counts.chunks, "articles": counts.articles, "rss_start_mb": round(before, 1),
             "rss_loaded_mb": round(loaded, 1), "rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 

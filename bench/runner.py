@@ -7,6 +7,8 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bench import SECTIONS
 from bench.common import Progress, bench_config, default_corpus, machine_info, now_iso, sample_questions, write_json
 from bot.config import Config
@@ -110,8 +112,7 @@ class Bench:
         from bench import vector_search
 
         store = self.service.store
-        chunk_ids = [r[0] for r in store.db.execute("SELECT id FROM chunks ORDER BY id").fetchall()]
-        _, base = store.vectors_for(chunk_ids)
+        base = np.concatenate([record.vectors for record in store.export_articles()])
         asked = sample_questions(store, queries, seed=13)
         self.progress(f"vector_search: embedding {len(asked)} held-out questions as queries")
         query_vectors = self.embedder.encode([q for q, _ in asked])

@@ -5,7 +5,7 @@ The collection starts with the real chunk embeddings of the bench store (about 3
 renormalised (cosine to their original about 0.86 with the default noise), 384-d float32 like the
 model's. Queries are held out: embeddings of questions drawn from the corpus, never in the index.
 
-Both indexes are the store's own: built by NewsStore's index factory with the configured
+Both indexes are the embedded backend's own: built by its index factory with the configured
 `hnsw_m`, `efConstruction` and `efSearch`, wrapped in IDMap2 as in the store, so the figures are
 those of the index the store switches to past `exact_search_max`. Each size is reached by adding
 to the same indexes (HNSW build time is cumulative). Latency is one query at a time, asking for
@@ -19,7 +19,6 @@ what each setting costs and buys.
 from __future__ import annotations
 
 import gc
-import tempfile
 import time
 
 import faiss
@@ -55,14 +54,11 @@ def synthetic_collection(base: np.ndarray, size: int, *, noise: float = 0.6, see
 
 
 def _indexes(dim: int, settings: dict) -> tuple[faiss.Index, faiss.Index, dict]:
-    """An exact and an approximate index exactly as NewsStore builds them (in a throwaway folder)."""
-    from index.store import NewsStore
+    """An exact and an approximate index exactly as the embedded backend builds them."""
+    from index.store.sqlite import empty_faiss_index
 
-    with tempfile.TemporaryDirectory(prefix="newsdesk-bench-vectors-") as folder:
-        store = NewsStore(folder, model_name="bench-vectors", dim=dim, exact_search_max=settings["exact_search_max"],
-                          hnsw_m=settings["hnsw_m"], hnsw_ef_search=settings["hnsw_ef_search"])
-        exact = store._empty_index(0)
-        approx = store._empty_index(store.exact_search_max + 1)
+    exact = empty_faiss_index(dim, 0, **settings)
+    approx = empty_faiss_index(dim, settings["exact_search_max"] + 1, **settings)
     hnsw = faiss.downcast_index(approx.index)
     params = {"M": settings["hnsw_m"], "efConstruction": int(hnsw.hnsw.efConstruction),
               "efSearch": int(hnsw.hnsw.efSearch), "metric": "inner product", "wrapper": "IndexIDMap2"}

@@ -14,7 +14,8 @@ import sys
 from importlib import resources
 
 from bot.config import Config, ConfigError, load_config
-from index.retrieve import RetrievalMode, SearchFilters
+from index.retrieve import RetrievalMode
+from index.store import SearchFilters
 from index.timefilter import SINCE_CHOICES, parse_duration, parse_since
 
 log = logging.getLogger("newsdesk")

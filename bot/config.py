@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from index.retrieve import RetrievalSettings
+from index.store import StoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ class FeedsSettings:
 @dataclass
 class Config:
     index: IndexSettings = field(default_factory=IndexSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     fetch: FetchSettings = field(default_factory=FetchSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     answer: AnswerSettings = field(default_factory=AnswerSettings)
@@ -199,7 +201,9 @@ def _build(cls: type, raw: dict, *, where: str):
         values[name] = _coerce(hints[name], value, where=f"{where}: {name}")
     try:
         return cls(**values)
-    except TypeError as exc:
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # a section's own check: its message names the key
         raise ConfigError(f"{where}: {exc}") from None
 
 

@@ -11,7 +11,7 @@ from typing import TextIO
 
 from bot.answer_types import Answer
 from bot.service import NewsService, SearchResult
-from index.retrieve import SearchFilters
+from index.store import SearchFilters
 from index.timefilter import parse_since
 
 HELP = """Type a question and press Enter. Commands:

@@ -18,9 +18,9 @@ import discord
 from discord.utils import escape_mentions
 
 from bot.answer_types import CITATION, Answer, Citation, source_label
-from bot.feeds import Feed
 from index.article import DEFAULT_COLLECTION
 from index.sentences import sentence_spans
+from index.store import Feed
 from index.urls import redact_url
 
 MESSAGE_LIMIT = 2000

@@ -25,10 +25,10 @@ from index.article import DEFAULT_COLLECTION
 from index.chunk import Chunker
 from index.embed import Embedder, load_embedder
 from index.ingest import Ingestor, IngestReport
-from index.retrieve import Hit, RetrievalMode, Retriever, SearchFilters
+from index.retrieve import Hit, RetrievalMode, Retriever
 from index.sources.common import one_line
 from index.sources.fetch import FetchLimits
-from index.store import NewsStore
+from index.store import SearchFilters, open_store
 from index.timefilter import time_filter_in
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,10 @@ class NewsService:
         self.config = config
         self.embedder = embedder or load_embedder(config.index.model, batch_size=config.index.batch_size)
         idx = config.index
-        self.store = NewsStore(
-            config.data_dir, model_name=self.embedder.name, dim=self.embedder.dim,
+        self.store = open_store(
+            config.store, data_dir=config.data_dir, model_name=self.embedder.name, dim=self.embedder.dim,
             exact_search_max=idx.exact_search_max, hnsw_m=idx.hnsw_m, hnsw_ef_search=idx.hnsw_ef_search,
+            search_threads=config.retrieval.search_threads,
         )
         self.retrievers = {mode: Retriever(self.store, self.embedder, config.retrieval, mode=mode) for mode in RetrievalMode.ALL}
         ans = config.answer
@@ -187,16 +188,10 @@ class NewsService:
         started = time.perf_counter()
         filters = filters or SearchFilters()
         since = filters.since or datetime.now(timezone.utc) - timedelta(hours=24)
-        rows = self.store.articles_between(since, filters.until, filters.collections)
-        first_chunks = self.store.first_chunk_ids([rowid for _, _, rowid in rows])
-        ids, vectors = self.store.vectors_for(first_chunks.values())
-        by_chunk = dict(zip(ids.tolist(), vectors))
-        articles, article_vectors = [], []
-        for meta, text, rowid in rows:
-            vector = by_chunk.get(first_chunks.get(rowid))
-            if vector is not None:
-                articles.append((meta, text))
-                article_vectors.append(vector)
+        rows = self.store.recent_articles(SearchFilters(since=since, until=filters.until, collections=filters.collections))
+        ledes = self.store.lede_vectors([meta.id for meta, _ in rows])
+        articles = [(meta, text) for meta, text in rows if meta.id in ledes]
+        article_vectors = [ledes[meta.id] for meta, _ in articles]
         matrix = np.array(article_vectors, dtype=np.float32).reshape(len(articles), self.embedder.dim)
         answer = self.digest_writer.run(articles, matrix, period=period or f"since {since:%d %b %Y %H:%M} UTC")
         answer.timing_ms["total_ms"] = (time.perf_counter() - started) * 1000
@@ -231,22 +226,21 @@ class NewsService:
 
     def expire(self, older_than: timedelta, *, collections: tuple[str, ...] | None = None) -> list[str]:
         """Ids of the articles older than `older_than` removed; see `remove` for `collections`."""
-        cutoff = datetime.now(timezone.utc) - older_than
-        return self._remove("a.sort_time < ?", [cutoff.timestamp()], collections)
+        return self._remove(before=datetime.now(timezone.utc) - older_than, collections=collections)
 
     def remove(self, article_id: str, *, collections: tuple[str, ...] | None = None) -> list[str]:
         """The article's id if it was removed. The CLI removes from the whole index; Discord passes a
         server's own collection, so an admin can only take out what that server added."""
-        return self._remove("a.id = ?", [article_id], collections)
+        return self._remove(article_id=article_id, collections=collections)
 
-    def _remove(self, where: str, params: list, collections: tuple[str, ...] | None) -> list[str]:
+    def _remove(self, **which) -> list[str]:
         with self._write_lock, self.store.writer() as writer:
-            removed = writer.remove_articles(where, params, collections=collections)
+            removed = writer.remove_articles(**which)
             writer.commit()
         return removed
 
     def stats(self, *, collections: tuple[str, ...] | None = None) -> dict:
-        return self.store.stats(collections)
+        return self.store.stats(SearchFilters(collections=collections))
 
     def titles(self, prefix: str = "", *, collections: tuple[str, ...] | None = None, limit: int = 25):
         return self.store.titles(prefix, collections=collections, limit=limit)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from tqdm import tqdm
 
-from index.article import Article, Failure
+from index.article import Article, Chunk, Failure
 from index.chunk import Chunker
-from index.dedup import MinHasher
+from index.dedup import Fingerprint, MinHasher
 from index.embed import Embedder
-from index.store import NewsStore, StoreWriter
+from index.store import DuplicateLookup, NewsStore, StoreWriter, embed_key
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,69 @@ def embed_text(article: Article, chunk_text: str) -> str:
     return f"{article.title}\n{chunk_text}"
 
 
+@dataclass(frozen=True)
+class _Fold:
+    """An article already held (as itself, its text, or a near copy): it joins the stored story."""
+
+    article: Article
+    of: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class _New:
+    """An article to store, chunked and fingerprinted; its vectors are found or computed per batch."""
+
+    article: Article
+    chunks: list[Chunk]
+    fingerprint: Fingerprint
+    embed_keys: list[str]
+    embed_texts: list[str]
+
+
+class _Batch(DuplicateLookup):
+    """The articles of the batch being prepared, so a copy of one of them is folded before it is embedded."""
+
+    def __init__(self) -> None:
+        self.items: list[_Fold | _New] = []
+        self.chunks = 0
+        self._by_id: set[str] = set()
+        self._by_hash: dict[str, str] = {}
+        self._by_band: dict[int, list[_New]] = {}
+
+    def add(self, item: _Fold | _New) -> None:
+        self.items.append(item)
+        if isinstance(item, _New):
+            self.chunks += len(item.chunks)
+            self._by_id.add(item.article.id)
+            self._by_hash.setdefault(item.article.content_hash, item.article.id)
+            for band in item.fingerprint.bands:
+                self._by_band.setdefault(band, []).append(item)
+
+    def has_article(self, article_id: str) -> bool:
+        return article_id in self._by_id
+
+    def find_same_text(self, content_hash: str) -> str | None:
+        return self._by_hash.get(content_hash)
+
+    def find_near_duplicate(self, fingerprint: Fingerprint, threshold: float) -> str | None:
+        best, best_score = None, threshold
+        for band in fingerprint.bands:
+            for item in self._by_band.get(band, ()):
+                score = fingerprint.similarity(item.fingerprint.signature)
+                if score >= best_score:
+                    best, best_score = item.article.id, score
+        return best
+
+
 class Ingestor:
-    """One writer's pass over a stream of articles (and the failures met while reading them)."""
+    """One writer's pass over a stream of articles (and the failures met while reading them).
+
+    Each batch is prepared first (duplicates found, new articles chunked, fingerprinted and
+    embedded, with the embedding cache), then written in one short transaction that checks for
+    duplicates again: another process may have stored the same story meanwhile. The model never
+    runs while the store's write transaction is open.
+    """
 
     def __init__(
         self,
@@ -89,55 +151,85 @@ class Ingestor:
         started = time.perf_counter()
         bar = tqdm(items, desc="ingest", unit=" articles", file=sys.stderr, disable=not progress, dynamic_ncols=True,
                    mininterval=0.5)
-        uncommitted: list[tuple[str, int]] = []  # (article id, chunks): rolled back if interrupted
         with self.store.writer() as writer:
+            batch = _Batch()
             try:
                 for item in bar:
                     if isinstance(item, Failure):
                         report.failed.append(item)
                     else:
-                        added = self._add(writer, item.with_collection(collection) if collection else item, report)
-                        if added:
-                            uncommitted.append(added)
-                    if writer.pending_chunks >= self.batch_chunks:
-                        self._commit(writer, report, uncommitted)
-                    bar.set_postfix(added=len(report.added) + len(uncommitted), dup=len(report.duplicates),
+                        batch.add(self._prepare(item.with_collection(collection) if collection else item, batch))
+                    if batch.chunks >= self.batch_chunks:
+                        self._write(writer, batch, report)
+                        batch = _Batch()
+                    pending = sum(isinstance(i, _New) for i in batch.items)
+                    bar.set_postfix(added=len(report.added) + pending, dup=len(report.duplicates),
                                     failed=len(report.failed), refresh=False)
-                self._commit(writer, report, uncommitted)
+                self._write(writer, batch, report)
             except KeyboardInterrupt:
-                report.interrupted = True
+                report.interrupted = True  # the batch in hand is dropped; committed ones stay
             finally:
                 bar.close()
         report.seconds = time.perf_counter() - started
         return report
 
-    def _add(self, writer: StoreWriter, article: Article, report: IngestReport) -> tuple[str, int] | None:
-        existing = writer.find_article(article.id)
-        reason = "already indexed"
-        if existing is None:
-            existing, reason = writer.find_same_text(article.content_hash), "same text"
-        fingerprint = None  # hashed only for a new text: a poll re-reads every item it already holds
-        if existing is None:
-            fingerprint = self.hasher.run(article.text)
-            existing = writer.find_near_duplicate(fingerprint, self.threshold)
-            reason = "near-duplicate"
-        if existing is not None:
-            writer.add_collection(existing, article.collection)
-            if reason != "already indexed":
-                writer.add_also_reported(existing, article)
-            report.duplicates.append(Duplicate(article.id, writer.article_id_of(existing), reason))
-            return None
-        chunks = self.chunker.run(article)  # never empty: an Article's text is not blank
-        writer.add_article(article, chunks, fingerprint, [embed_text(article, c.text) for c in chunks])
-        return article.id, len(chunks)
+    def _duplicate(self, lookups: Sequence[DuplicateLookup], article: Article,
+                   fingerprint: Fingerprint | None) -> tuple[_Fold | None, Fingerprint | None]:
+        """Whether `article` is already held, as itself, as the same text or as a near copy. The
+        fingerprint is computed only for a new text: a poll re-reads every item it already holds."""
+        for lookup in lookups:
+            if lookup.has_article(article.id):
+                return _Fold(article, article.id, "already indexed"), fingerprint
+        for lookup in lookups:
+            same = lookup.find_same_text(article.content_hash)
+            if same is not None:
+                return _Fold(article, same, "same text"), fingerprint
+        fingerprint = fingerprint or self.hasher.run(article.text)
+        for lookup in lookups:
+            near = lookup.find_near_duplicate(fingerprint, self.threshold)
+            if near is not None:
+                return _Fold(article, near, "near-duplicate"), fingerprint
+        return None, fingerprint
 
-    def _commit(self, writer: StoreWriter, report: IngestReport, uncommitted: list[tuple[str, int]]) -> None:
-        missing = writer.missing_vectors()
+    def _prepare(self, article: Article, batch: _Batch) -> _Fold | _New:
+        fold, fingerprint = self._duplicate((self.store, batch), article, None)
+        if fold is not None:
+            return fold
+        chunks = self.chunker.run(article)  # never empty: an Article's text is not blank
+        texts = [embed_text(article, c.text) for c in chunks]
+        return _New(article, chunks, fingerprint, [embed_key(self.store.model_name, t) for t in texts], texts)
+
+    def _vectors(self, batch: _Batch, report: IngestReport) -> dict[str, np.ndarray]:
+        """Every new chunk's vector: from the cache where the same text was embedded before, else from the model."""
+        texts = {key: text for item in batch.items if isinstance(item, _New)
+                 for key, text in zip(item.embed_keys, item.embed_texts)}
+        vectors = self.store.cached_vectors(texts)
+        missing = [key for key in texts if key not in vectors]
         if missing:
-            vectors = self.embedder.encode([text for _, text in missing])
-            writer.put_vectors([h for h, _ in missing], vectors)
+            vectors.update(zip(missing, self.embedder.encode([texts[key] for key in missing])))
             report.embedded += len(missing)
+        return vectors
+
+    def _write(self, writer: StoreWriter, batch: _Batch, report: IngestReport) -> None:
+        if not batch.items:
+            return
+        vectors = self._vectors(batch, report)
+        added: list[_New] = []
+        folded: list[_Fold] = []
+        for item in batch.items:
+            if isinstance(item, _New):
+                fold, _ = self._duplicate((writer,), item.article, item.fingerprint)
+                if fold is None:
+                    writer.add_article(item.article, item.chunks, item.fingerprint, item.embed_keys,
+                                       np.stack([vectors[key] for key in item.embed_keys]))
+                    added.append(item)
+                    continue
+                item = fold
+            writer.add_collection(item.of, item.article.collection)
+            if item.reason != "already indexed":
+                writer.add_also_reported(item.of, item.article)
+            folded.append(item)
         writer.commit()
-        report.added += [article_id for article_id, _ in uncommitted]
-        report.chunks += sum(n for _, n in uncommitted)
-        uncommitted.clear()
+        report.added += [item.article.id for item in added]
+        report.chunks += sum(len(item.chunks) for item in added)
+        report.duplicates += [Duplicate(f.article.id, f.of, f.reason) for f in folded]

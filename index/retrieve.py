@@ -1,4 +1,8 @@
-"""Hybrid retrieval: dense (FAISS) and lexical (BM25) rankings fused, with recency, filters and diversity."""
+"""Hybrid retrieval: dense and lexical (BM25) rankings from the store, fused, with recency and diversity.
+
+The store searches (index.store: FAISS or pgvector, FTS5 or PostgreSQL full text) and applies the
+filters; what is done with its two rankings is the same for every backend and lives here.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import faiss
 import numpy as np
 
 from index.article import ArticleMeta
 from index.embed import Embedder
-from index.store import NewsStore
+from index.store import NewsStore, SearchFilters
 
-__all__ = ["ArticleMeta", "Hit", "Retriever", "RetrievalMode", "RetrievalSettings", "SearchFilters", "query_terms"]
+__all__ = ["ArticleMeta", "Hit", "Retriever", "RetrievalMode", "RetrievalSettings", "query_terms"]
 
 _TERM = re.compile(r"\w+", re.UNICODE)
 STOPWORDS = frozenset(
@@ -48,25 +51,6 @@ class RetrievalMode:
 
 
 @dataclass(frozen=True)
-class SearchFilters:
-    since: datetime | None = None
-    until: datetime | None = None
-    outlets: tuple[str, ...] = ()
-    collections: tuple[str, ...] | None = None  # None: every collection
-    article_id: str | None = None
-
-    def sql(self) -> tuple[str, list]:
-        return NewsStore.filter_sql(
-            since=self.since, until=self.until, outlets=self.outlets, collections=self.collections,
-            article_id=self.article_id,
-        )
-
-    @property
-    def active(self) -> bool:
-        return bool(self.since or self.until or self.outlets or self.collections is not None or self.article_id)
-
-
-@dataclass(frozen=True)
 class Hit:
     """A retrieved passage with its article; `start`/`end` are offsets into the article's text."""
 
@@ -93,14 +77,12 @@ class RetrievalSettings:
     recency_weight: float = 0.1
     lede_weight: float = 0.2
     max_chunks_per_article: int = 4
+    # Vector search threads for one question (the embedded backend's FAISS; OpenMP sets it per thread).
     search_threads: int = 1
 
 
 class Retriever:
     """Turns a query and filters into the best passages, diverse across articles."""
-
-    # Past this many allowed chunks a filter is applied after the vector search instead of before.
-    EXACT_FILTER_LIMIT = 20_000
 
     def __init__(self, store: NewsStore, embedder: Embedder, settings: RetrievalSettings | None = None, *, mode: str = RetrievalMode.HYBRID):
         if mode not in RetrievalMode.ALL:
@@ -109,8 +91,6 @@ class Retriever:
         self.settings = settings or RetrievalSettings()
         if self.settings.candidates < self.settings.top_k:
             raise ValueError("retrieval candidates must be at least top_k")
-        if self.settings.search_threads < 1:
-            raise ValueError("retrieval search_threads must be at least 1")
         self.mode = mode
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()  # questions from Discord are retrieved in several threads at once
@@ -122,30 +102,20 @@ class Retriever:
         k = k or self.settings.top_k
         n = max(self.settings.candidates, k * 3)
         timing = {} if timing is None else timing
-        where, params = filters.sql()
-        allowed = None
-        if filters.active:
-            # A date filter moves with the clock ("this week"), so its list is not asked for twice.
-            allowed = self.store.chunk_ids_where(where, params, self.EXACT_FILTER_LIMIT,
-                                                 reuse=not (filters.since or filters.until))
-        if allowed is not None and len(allowed) == 0:
-            return []
-
         dense: list[tuple[int, float]] = []
         if self.mode != RetrievalMode.LEXICAL:
             t = time.perf_counter()
             vector = self._embed(query)
             timing["embed_ms"] = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
-            dense = self._dense(vector, n, allowed, filters.active)
+            dense = self.store.dense_search(vector, n, filters)
             timing["dense_ms"] = (time.perf_counter() - t) * 1000
         lexical: list[tuple[int, float]] = []
         if self.mode != RetrievalMode.DENSE:
             t = time.perf_counter()
             terms = query_terms(query)
             if terms:
-                match = " OR ".join(f'"{term}"' for term in terms)
-                lexical = self.store.lexical_search(match, n, where, params)
+                lexical = self.store.lexical_search(terms, n, filters)
             timing["bm25_ms"] = (time.perf_counter() - t) * 1000
 
         t = time.perf_counter()
@@ -166,31 +136,6 @@ class Retriever:
                 self._query_cache.popitem(last=False)
         return vector
 
-    def _dense(self, vector: np.ndarray, n: int, allowed: np.ndarray | None, filtered: bool) -> list[tuple[int, float]]:
-        index = self.store.vector_index()
-        params = None
-        if allowed is not None:
-            if self.store.is_approximate(index):
-                # A graph search under a narrow filter can miss allowed neighbours: score them exactly.
-                ids, vectors = self.store.vectors_for(allowed)
-                scores = vectors @ vector
-                top = np.argsort(-scores)[:n]
-                return [(int(ids[i]), float(scores[i])) for i in top]
-            # The flat index holds every vector in memory: scan only the allowed ones there, rather
-            # than read them from SQLite for each question (372 ms at 19k allowed chunks, bench).
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-            fetch = min(n, len(allowed))
-        else:
-            # A broad filter is checked after the search, so ask for more than needed.
-            fetch = min(index.ntotal, n * 4 if filtered else n)
-        if fetch == 0:
-            return []
-        # Set in the searching thread: OpenMP keeps the setting per thread, and Discord questions are
-        # retrieved in worker threads.
-        faiss.omp_set_num_threads(self.settings.search_threads)
-        scores, ids = index.search(vector.reshape(1, -1).astype(np.float32), fetch, params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-
     def _fuse(self, dense: list[tuple[int, float]], lexical: list[tuple[int, float]], k: int) -> list[Hit]:
         s = self.settings
         # A weighted sum of each ranking's scores, scaled to [0, 1] over its candidates. Unlike
@@ -202,7 +147,7 @@ class Retriever:
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + weight * scaled
         if not fused:
             return []
-        rows = self.store.chunks_with_articles(list(fused))  # filtered-out or deleted chunks drop here
+        rows = self.store.chunks_with_articles(list(fused))  # a chunk deleted since the search drops here
         dense_of, lexical_of = dict(dense), dict(lexical)
         now = datetime.now(timezone.utc)
         top_fused = max(fused.values()) or 1.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, unquote_plus, urljoin, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urljoin, urlsplit, urlunsplit
 
 # Query parameters that only track the reader; they never change which story a URL names.
 _TRACKING_PREFIXES = ("utm_", "mc_", "fbclid", "gclid", "ocid", "cmpid", "ncid", "ito", "at_")
@@ -109,3 +109,20 @@ def _without_credentials(url: str, replacement: str | None) -> str:
         kept.append(part)
     mark = mark if kept or replacement is not None else ""
     return f"{scheme}{sep}{authority}{path}{mark}{'&'.join(kept)}{hash_}{fragment}"
+
+
+MAX_FEED_URL_CHARS = 2000
+
+
+def check_feed_url(url: str) -> str:
+    """The URL stripped, or ValueError saying why it cannot be a feed."""
+    url = url.strip()
+    if len(url) > MAX_FEED_URL_CHARS:
+        raise ValueError("That URL is too long.")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError("That is not a valid URL.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("A feed URL must start with http:// or https://.")
+    return url

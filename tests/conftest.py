@@ -32,6 +32,32 @@ def fake_embedder() -> FakeEmbedder:
     return FakeEmbedder()
 
 
+# The storage backends every contract test runs against.
+BACKENDS = ["sqlite"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def new_store(backend, tmp_path):
+    """Opens an empty store of the test's backend for an embedder (name and dim), each one apart."""
+    from index.store.sqlite import SQLiteStore
+
+    opened = []
+
+    def open_new(embedder, **settings):
+        store = SQLiteStore(tmp_path / f"store-{len(opened)}", model_name=embedder.name, dim=embedder.dim, **settings)
+        opened.append(store)
+        return store
+
+    yield open_new
+    for store in opened:
+        store.close()
+
+
 @pytest.fixture
 def config(tmp_path):
     from bot.config import Config
@@ -47,6 +73,22 @@ def service(config, fake_embedder):
     from bot.service import NewsService
 
     return NewsService(config, embedder=fake_embedder)
+
+
+WIRE = (
+    "Heavy rains flooded the river valley on Tuesday, forcing thousands of residents to leave their homes. "
+    "Emergency crews used boats to reach villages cut off by the water, officials said. "
+    "The regional governor declared a state of emergency and asked the army for help with the evacuation. "
+    "Forecasters expect more rain later in the week, and the river is still rising near the old bridge."
+)
+
+
+def make_ingestor(store, embedder, **kwargs):
+    """An Ingestor with small chunks, so a short story still makes several."""
+    from index.chunk import Chunker
+    from index.ingest import Ingestor
+
+    return Ingestor(store, embedder, chunker=Chunker(embedder.count_tokens, max_tokens=40), **kwargs)
 
 
 def article(title: str, text: str, *, days_ago: float = 1, outlet: str = "Test Wire", url: str | None = None,

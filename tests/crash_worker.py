@@ -74,10 +74,10 @@ def stories(count: int) -> list[Article]:
 
 def ingest(folder: str, count: int) -> None:
     from index.ingest import Ingestor
-    from index.store import NewsStore
+    from index.store.sqlite import SQLiteStore
 
     embedder = FakeEmbedder()
-    store = NewsStore(folder, model_name=embedder.name, dim=embedder.dim)
+    store = SQLiteStore(folder, model_name=embedder.name, dim=embedder.dim)
     print("ready", flush=True)
     report = Ingestor(store, embedder, chunker=chunker(embedder), batch_chunks=BATCH_CHUNKS).run(stories(count))
     print(len(report.added), len(report.duplicates), len(report.failed), flush=True)
@@ -85,7 +85,7 @@ def ingest(folder: str, count: int) -> None:
 
 def poll(folder: str, config_file: str, once: bool) -> None:
     from bot.config import Config, FeedSettings
-    from bot.feeds import FeedPoller, FeedRegistry
+    from bot.feeds import FeedPoller, config_feeds
     from bot.service import NewsService
 
     settings = json.loads(Path(config_file).read_text())
@@ -93,8 +93,8 @@ def poll(folder: str, config_file: str, once: bool) -> None:
     config.index.dir = str(Path(folder) / "data")
     config.fetch.timeout_seconds = 10
     service = NewsService(config, embedder=FakeEmbedder())
-    registry = FeedRegistry.in_data_dir(config.data_dir)
-    registry.sync_config([FeedSettings(url=url) for url in settings["feeds"]])
+    registry = service.store.feeds
+    registry.sync_config(config_feeds(FeedSettings(url=url) for url in settings["feeds"]))
     poller = FeedPoller(registry, service, every=timedelta(hours=1))
     print("ready", flush=True)
 

@@ -1,7 +1,7 @@
 """What a data folder must look like after any crash: FAISS, BM25 (FTS5) and SQLite in exact agreement.
 
 `check_index` reads the folder as a restarted process would, but first inspects the FAISS file of
-the committed generation as it lies on disk: opening a NewsStore would silently rebuild a missing
+the committed generation as it lies on disk: opening the store would silently rebuild a missing
 or stale file from the stored vectors, which is the recovery path, not proof that the commit
 protocol held. Every article is rechunked with the same Chunker, so "all its chunks" means the
 exact spans the ingest would have written, not just "at least one".
@@ -19,7 +19,8 @@ import numpy as np
 from index.article import Article, content_hash
 from index.chunk import Chunker
 from index.ingest import embed_text
-from index.store import NewsStore
+from index.store import SearchFilters
+from index.store.sqlite import SQLiteStore
 
 
 def check_index(folder: str | Path, *, chunker: Chunker, model_name: str, dim: int) -> dict[str, int]:
@@ -91,8 +92,10 @@ def check_index(folder: str | Path, *, chunker: Chunker, model_name: str, dim: i
         found[article_id] = len(stored)
 
     # Restart: opening the store leaves only the committed generation's file, and loads it as is.
-    store = NewsStore(folder, model_name=model_name, dim=dim)
+    store = SQLiteStore(folder, model_name=model_name, dim=dim)
     leftovers = sorted(p.name for p in folder.glob("vectors-*"))
     assert leftovers == ([path.name] if generation else []), leftovers
-    assert store.vector_index().ntotal == len(chunk_ids)
+    query = np.full(dim, dim ** -0.5, dtype=np.float32)
+    assert sorted(c for c, _ in store.dense_search(query, len(chunk_ids) + 1, SearchFilters())) == sorted(chunk_ids)
+    store.close()
     return found

@@ -24,11 +24,11 @@ from http_fixture import LocalHTTPServer
 from index_invariants import check_index
 
 from bot.config import Config
-from bot.feeds import FeedRegistry
 from bot.service import NewsService
 from index.article import make_article_id
 from index.ingest import Ingestor
-from index.store import NewsStore
+from index.store.sqlite import SQLiteStore
+from index.store.sqlite_feeds import SQLiteFeedRegistry
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 ARTICLES = 300
@@ -118,11 +118,11 @@ def test_a_store_opened_during_a_commit_leaves_the_writers_files_alone(tmp_path,
     def replace(source, target):
         if moment == "before SQLite names it":
             real_replace(source, target)
-        NewsStore(tmp_path, model_name=EMBEDDER.name, dim=EMBEDDER.dim)  # opened meanwhile
+        SQLiteStore(tmp_path, model_name=EMBEDDER.name, dim=EMBEDDER.dim)  # opened meanwhile
         if moment != "before SQLite names it":
             real_replace(source, target)
 
-    store = NewsStore(tmp_path, model_name=EMBEDDER.name, dim=EMBEDDER.dim)
+    store = SQLiteStore(tmp_path, model_name=EMBEDDER.name, dim=EMBEDDER.dim)
     monkeypatch.setattr(os, "replace", replace)
     report = Ingestor(store, EMBEDDER, chunker=CHUNKER).run(stories(5))
     monkeypatch.undo()
@@ -161,7 +161,7 @@ def test_a_bot_killed_while_polling_feeds_leaves_a_consistent_index(tmp_path, wo
         return set(check_index(data, chunker=service_chunker, model_name=EMBEDDER.name, dim=EMBEDDER.dim))
 
     def polled() -> dict[str, tuple]:
-        return {f.url: (f.last_polled, f.last_error) for f in FeedRegistry.in_data_dir(data).feeds()}
+        return {f.url: (f.last_polled, f.last_error) for f in SQLiteFeedRegistry(data / SQLiteFeedRegistry.FILE).feeds()}
 
     with LocalHTTPServer() as server:
         urls = [server.url(f"/feed/{n}.xml") for n in range(feeds)]

@@ -25,9 +25,9 @@ from bench.discord_emulator import EPHEMERAL, MANAGE_GUILD, Call, DiscordEmulato
 from bot.discordbot import create_bot
 from bot.discordbot.digest import DailyDigest
 from bot.discordbot.scope import filters_for
-from bot.feeds import FeedRegistry
 from bot.render import MESSAGE_LIMIT
 from index.article import make_article_id
+from index.store import FeedRegistry
 
 NO_MENTIONS = {"parse": []}
 RECENT = (datetime.now(timezone.utc) - timedelta(hours=3)).isoformat()
@@ -495,8 +495,7 @@ def test_feeds_add_is_refused_to_members_and_works_for_the_admin_role(emulator, 
     assert callback(emulator, sent["added"]).body == {"type": 5, "data": {"flags": EPHEMERAL}}
     (added,) = followups(emulator, sent["added"])
     assert added.body["content"].startswith("Added") and added.body["flags"] & EPHEMERAL
-    registry = FeedRegistry.in_data_dir(bot_config.data_dir)
-    (feed,) = registry.feeds(collections=[f"guild:{emulator.guild_ids[0]}"])
+    (feed,) = indexed.store.feeds.feeds(collections=[f"guild:{emulator.guild_ids[0]}"])
     assert feed.url == sent["feed_url"] and feed.channel_id == emulator.channel("general")
     assert feed.last_polled is not None and feed.last_error is None
     assert indexed.store.article(make_article_id(url="https://cape.test/lighthouse")) is not None

@@ -19,10 +19,11 @@ from bot.discordbot.errors import NotAdmin, RateLimited, UserError, user_message
 from bot.discordbot.permissions import is_admin
 from bot.discordbot.ratelimit import RateLimiter, Refusal, RequestLimits
 from bot.discordbot.scope import filters_for
-from bot.feeds import FeedPoller, FeedRegistry, check_feed_url
+from bot.feeds import FeedPoller, config_feeds
 from index.article import Failure
 from index.ingest import IngestReport
-from index.urls import public_url, redact_url
+from index.store.sqlite_feeds import SQLiteFeedRegistry
+from index.urls import check_feed_url, public_url, redact_url
 
 NOW = datetime(2026, 1, 7, 12, tzinfo=timezone.utc)
 
@@ -162,34 +163,6 @@ def test_feed_urls_must_be_http():
             check_feed_url(bad)
 
 
-def test_registry_keeps_config_feeds_in_step_and_guild_feeds_apart(tmp_path):
-    registry = FeedRegistry.in_data_dir(tmp_path)
-    registry.sync_config([FeedSettings("https://a.test/rss", channel=5), FeedSettings("https://b.test/rss")])
-    registry.add("https://c.test/rss", collection="guild:1", channel_id=9, added_by=77)
-    registry.add("https://c.test/rss", collection="guild:2")
-    with pytest.raises(ValueError, match="already"):
-        registry.add("https://c.test/rss", collection="guild:1")
-    registry.sync_config([FeedSettings("https://a.test/rss", channel=6)])  # b dropped from config
-    mine = registry.feeds(collections=["shared", "guild:1"])
-    assert [(f.url, f.collection, f.channel_id) for f in mine] == [
-        ("https://a.test/rss", "shared", 6), ("https://c.test/rss", "guild:1", 9)]
-    assert mine[0].from_config and not mine[1].from_config and mine[1].added_by == 77
-    assert not registry.remove("https://a.test/rss", collection="shared")  # config feeds stay
-    assert not registry.remove("https://c.test/rss", collection="guild:3")
-    assert registry.remove("https://c.test/rss", collection="guild:2")
-    assert len(FeedRegistry.in_data_dir(tmp_path).feeds()) == 2  # it is on disk
-
-
-def test_registry_says_which_feeds_are_due(tmp_path):
-    registry = FeedRegistry(tmp_path / "feeds.sqlite3")
-    registry.sync_config([FeedSettings("https://a.test/rss"), FeedSettings("https://b.test/rss")])
-    a, b = registry.feeds()
-    registry.mark_polled(a, when=NOW - timedelta(minutes=10))
-    registry.mark_polled(b, when=NOW - timedelta(minutes=40), error="timed out")
-    due = registry.due(every=timedelta(minutes=30), now=NOW)
-    assert [f.url for f in due] == ["https://b.test/rss"] and due[0].last_error == "timed out"
-
-
 class IngestingService:
     """Records which thread each ingest ran on and whether it was guarded; fails for URLs containing 'broken'."""
 
@@ -208,9 +181,9 @@ class IngestingService:
 
 
 def test_poller_ingests_due_feeds_off_the_event_loop_and_records_failures(tmp_path):
-    registry = FeedRegistry(tmp_path / "feeds.sqlite3")
-    registry.sync_config([FeedSettings(u) for u in ("https://ok.test/rss", "https://broken.test/rss",
-                                                     "https://partial.test/rss")])
+    registry = SQLiteFeedRegistry(tmp_path / "feeds.sqlite3")
+    registry.sync_config(config_feeds(FeedSettings(u) for u in ("https://ok.test/rss", "https://broken.test/rss",
+                                                                 "https://partial.test/rss")))
     registry.add("https://ok.test/rss", collection="guild:1")
     service = IngestingService()
     poller = FeedPoller(registry, service, every=timedelta(minutes=30), clock=lambda: NOW)
@@ -266,7 +239,7 @@ def test_public_urls_leave_credentials_out():
 
 
 def test_the_poller_logs_a_failing_feed_without_its_credentials(tmp_path, caplog):
-    registry = FeedRegistry(tmp_path / "feeds.sqlite3")
+    registry = SQLiteFeedRegistry(tmp_path / "feeds.sqlite3")
     registry.add("https://reader:hunter2@broken.test/rss?token=tok123", collection="guild:1")
     poller = FeedPoller(registry, IngestingService(), every=timedelta(minutes=30), clock=lambda: NOW)
     with caplog.at_level(logging.INFO, logger="bot.feeds"):

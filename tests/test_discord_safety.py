@@ -18,8 +18,9 @@ from test_discord_bot import (  # noqa: F401 - bot_config, emulator, error_recor
 from test_render import MASKED_LINK, markup_left
 
 from bench.discord_emulator import EPHEMERAL, MANAGE_GUILD
-from bot.feeds import Feed, FeedRegistry, PollResult
+from bot.feeds import PollResult
 from index.article import make_article_id
+from index.store import Feed
 
 HOSTILE_MARKUP = ("```py\nimport os\n``` > quoted # heading ||spoiler|| **bold** __underline__ ~~struck~~ "
                   "back\\slash -# subtext")
@@ -124,7 +125,7 @@ def test_nothing_the_bot_sends_pings_links_elsewhere_or_takes_markup_from_quoted
 
 
 def test_every_admin_command_is_refused_to_members_and_changes_nothing(emulator, bot_config, indexed):
-    registry = FeedRegistry.in_data_dir(bot_config.data_dir)
+    registry = indexed.store.feeds
     registry.add("https://feeds.test/kept.xml", collection=f"guild:{emulator.guild_ids[0]}", added_by=1)
 
     def state():

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from bot.evaluate import QAEvaluation, contains_answer, squad_normalize
 

@@ -398,12 +398,10 @@ def clear(reason: str) -> bool:
 
 
 def snapshot(service: NewsService) -> tuple:
-    """Everything a failing case must leave as it was."""
-    db = service.store.db
-    articles = db.execute("SELECT id, title, text FROM articles ORDER BY id").fetchall()
-    chunks = db.execute("SELECT id, article, start, end FROM chunks ORDER BY id").fetchall()
-    postings = db.execute("SELECT rowid, body FROM chunks_fts ORDER BY rowid").fetchall()
-    return service.stats(), articles, chunks, postings, sorted(p.name for p in service.store.dir.iterdir())
+    """Everything a failing case must leave as it was: each article with its chunks and vectors, and the files."""
+    articles = [(r.article, r.collections, r.chunks, r.embed_keys, r.vectors.tolist())
+                for r in service.store.export_articles()]
+    return service.stats(), articles, sorted(p.name for p in service.store.dir.iterdir())
 
 
 def ingest(env: Env, case: Case, sources: list[str]) -> dict:
@@ -480,7 +478,7 @@ def test_hostile_input(env: Env, request):
                 assert report["added"] == case.added, report
             stored = check_index(service.store.dir, chunker=service.ingestor.chunker, model_name=service.embedder.name,
                                  dim=service.embedder.dim)
-            assert set(report["added_ids"]) | {a[0] for a in before[1]} == set(stored)  # nothing lost
+            assert set(report["added_ids"]) | {a[0].id for a in before[1]} == set(stored)  # nothing lost
     if case.check:
         case.check(env, report if case.ask is None else {})
     assert time.monotonic() - started < CASE_BUDGET

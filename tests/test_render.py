@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest

@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import article
-from test_store_ingest import WIRE, make_ingestor
+from conftest import WIRE, article, make_ingestor
 
 from bot.extractive import NOT_FOUND, ExtractiveAnswerer
 from bot.summarize import ArticleSummarizer, TopicSummarizer
-from index.retrieve import RetrievalMode, RetrievalSettings, Retriever, SearchFilters
-from index.store import NewsStore
+from index.retrieve import RetrievalMode, RetrievalSettings, Retriever
+from index.store import SearchFilters
 
 LONG = " ".join(
     f"Paragraph {i} of the long budget report says the treasury will review spending on roads and schools."
@@ -20,8 +19,8 @@ LONG = " ".join(
 
 
 @pytest.fixture
-def store(tmp_path, fake_embedder):
-    store = NewsStore(tmp_path / "d", model_name=fake_embedder.name, dim=fake_embedder.dim)
+def store(new_store, fake_embedder):
+    store = new_store(fake_embedder)
     make_ingestor(store, fake_embedder).run(
         [
             article("Floods force thousands from homes", WIRE, outlet="Wire Service", days_ago=2),
@@ -77,27 +76,6 @@ def test_filters_by_date_outlet_and_collection(store, fake_embedder):
     assert retriever.run("central bank rates", filters=guild)[0].article.title == "Central bank raises rates"
 
 
-def test_a_filtered_dense_search_scores_exactly_the_allowed_chunks(tmp_path, fake_embedder):
-    import numpy as np
-
-    store = NewsStore(tmp_path / "d", model_name=fake_embedder.name, dim=fake_embedder.dim)
-    make_ingestor(store, fake_embedder).run(
-        [article(f"Story {i}", f"Report number {i} on harbour {i % 7} and market {i % 5}. " * 6,
-                 collection="guild:1" if i % 3 else "shared") for i in range(60)]
-    )
-    where, params = SearchFilters(collections=("guild:1",)).sql()
-    allowed = store.chunk_ids_where(where, params, 10_000)
-    assert 0 < len(allowed) < store.vector_index().ntotal
-    query = fake_embedder.encode(["harbour 3 market"])[0]
-    ids, vectors = store.vectors_for(allowed)  # the truth: every allowed vector scored by hand
-    scores = vectors @ query
-    expected = [int(ids[i]) for i in np.argsort(-scores)[:10]]
-
-    found = Retriever(store, fake_embedder, settings(), mode=RetrievalMode.DENSE)._dense(query, 10, allowed, True)
-    assert {chunk_id for chunk_id, _ in found} == set(expected)  # equal scores may come in either order
-    assert np.allclose([score for _, score in found], np.sort(scores)[::-1][:10], atol=1e-5)
-
-
 def test_extractive_answer_quotes_and_cites_its_sources(store, fake_embedder):
     hits = Retriever(store, fake_embedder, settings()).run("Why did the central bank raise interest rates?")
     answer = ExtractiveAnswerer().run("Why did the central bank raise interest rates?", hits)
@@ -112,8 +90,8 @@ def test_extractive_answer_quotes_and_cites_its_sources(store, fake_embedder):
     assert len(answer.text.split()) <= 60 + 3 * 2
 
 
-def test_a_bracketed_number_in_the_article_cannot_pose_as_a_citation(tmp_path, fake_embedder):
-    store = NewsStore(tmp_path / "d", model_name=fake_embedder.name, dim=fake_embedder.dim)
+def test_a_bracketed_number_in_the_article_cannot_pose_as_a_citation(new_store, fake_embedder):
+    store = new_store(fake_embedder)
     make_ingestor(store, fake_embedder).run([article(
         "Glacier survey published",
         "The glacier lost a fifth of its ice since 1990, the survey found [2]. "
@@ -126,8 +104,8 @@ def test_a_bracketed_number_in_the_article_cannot_pose_as_a_citation(tmp_path, f
     assert set(re.findall(r"\[(\d+)\]", answer.text)) == {"1"}  # only the answer's own mark
 
 
-def test_answers_and_summaries_quote_a_wire_story_without_its_dateline(tmp_path, fake_embedder):
-    store = NewsStore(tmp_path / "d", model_name=fake_embedder.name, dim=fake_embedder.dim)
+def test_answers_and_summaries_quote_a_wire_story_without_its_dateline(new_store, fake_embedder):
+    store = new_store(fake_embedder)
     text = ("MALE, Maldives (CNN) -- The new president of the Maldives wants to move the islands' people to "
             "higher ground. He was sworn in on Tuesday after the country's first multi-party election.")
     make_ingestor(store, fake_embedder).run([article("Maldives president plans move", text)])

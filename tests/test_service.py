@@ -54,7 +54,7 @@ def test_summaries_of_article_topic_and_period(service):
     assert topic.found and topic.citations[0].article_id == article_id
     from datetime import datetime, timezone
 
-    from index.retrieve import SearchFilters
+    from index.store import SearchFilters
 
     digest = service.digest(filters=SearchFilters(since=datetime(2020, 1, 1, tzinfo=timezone.utc)))
     assert "1 article since 01 Jan 2020 00:00 UTC, 1 story:" in digest.text and digest.citations[0].article_id == article_id

@@ -22,11 +22,11 @@ from bot.discordbot.errors import UserError
 from bot.discordbot.permissions import admin_only, member_is_admin
 from bot.discordbot.replies import send_followups
 from bot.discordbot.scope import collections_for
-from bot.feeds import check_feed_url, guild_collection
+from bot.feeds import guild_collection
 from bot.render import clip, render_feeds, render_note, safe_text
 from index.ingest import IngestReport
 from index.timefilter import parse_duration
-from index.urls import redact_url
+from index.urls import check_feed_url, redact_url
 
 if TYPE_CHECKING:
     from bot.discordbot.client import NewsBot

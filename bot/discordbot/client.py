@@ -22,7 +22,8 @@ from bot.discordbot.endpoints import point_at
 from bot.discordbot.polling import FeedPolling
 from bot.discordbot.ratelimit import RequestLimits
 from bot.discordbot.tree import NewsTree
-from bot.feeds import Feed, FeedRegistry
+from bot.feeds import config_feeds
+from index.store import Feed, FeedRegistry
 
 if TYPE_CHECKING:
     from bot.service import NewsService
@@ -88,18 +89,15 @@ class NewsBot(commands.Bot):
             polling.poll_soon(feed)
 
 
-async def create_bot(
-    config: Config, service: NewsService, *, feeds: FeedRegistry | None = None, guild_ready_timeout: float = 2.0
-) -> NewsBot:
+async def create_bot(config: Config, service: NewsService, *, guild_ready_timeout: float = 2.0) -> NewsBot:
     """A bot for `service`, pointed at the configured Discord endpoints, with the config feeds registered.
 
     Not started: use `async with bot: await bot.start(token)`. Async because the feed registry
     is opened off the event loop.
     """
     point_at(config.discord)
-    if feeds is None:
-        feeds = await asyncio.to_thread(FeedRegistry.in_data_dir, config.data_dir)
-    await asyncio.to_thread(feeds.sync_config, config.feeds.sources)
+    feeds = await asyncio.to_thread(lambda: service.store.feeds)
+    await asyncio.to_thread(feeds.sync_config, config_feeds(config.feeds.sources))
     return NewsBot(config, service, feeds=feeds, guild_ready_timeout=guild_ready_timeout)
 
 

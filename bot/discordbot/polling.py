@@ -17,8 +17,9 @@ import discord
 from discord.ext import commands, tasks
 
 from bot.discordbot.replies import send_to
-from bot.feeds import Feed, FeedPoller, PollResult
+from bot.feeds import FeedPoller, PollResult
 from bot.render import render_headlines
+from index.store import Feed
 from index.urls import redact_url
 
 if TYPE_CHECKING:

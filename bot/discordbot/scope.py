@@ -13,7 +13,7 @@ from bot.discordbot.errors import UserError
 from bot.feeds import guild_collection
 from bot.render import safe_text
 from index.article import DEFAULT_COLLECTION
-from index.retrieve import SearchFilters
+from index.store import SearchFilters
 from index.timefilter import parse_since
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from bot.answer_types import Answer
 from bot.discordbot.autocomplete import pick_article
 from bot.discordbot.errors import UserError
-from index.retrieve import SearchFilters
+from index.store import SearchFilters
 
 if TYPE_CHECKING:
     from bot.service import NewsService

@@ -1,0 +1,68 @@
+"""Where the news is kept: one interface (protocol.NewsStore), two backends, chosen by config.
+
+`[store] backend = "sqlite"` (the default) keeps everything in the data folder: SQLite + FTS5 +
+FAISS, for one process on one machine. `"postgres"` keeps it in PostgreSQL with pgvector, which any
+number of newsdesk processes on any number of machines can share; its URL comes from the
+environment variable named by `[store] url_env`, never from a file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from index.store.protocol import DuplicateLookup, FeedRegistry, NewsStore, StoreWriter
+from index.store.types import (
+    AlsoReported,
+    ArticleRecord,
+    Feed,
+    SchemaError,
+    ScoredChunk,
+    SearchFilters,
+    StoreCounts,
+    StoredChunk,
+    StoreError,
+    StoreSettings,
+    embed_key,
+)
+
+
+def database_url(settings: StoreSettings, environ: Mapping[str, str] = os.environ) -> str:
+    """The PostgreSQL URL from the environment; StoreError naming the variable (not its value) if unset."""
+    url = environ.get(settings.url_env, "").strip()
+    if not url:
+        raise StoreError(f"[store] backend is postgres, but {settings.url_env} is not set: put the database URL "
+                         "in that environment variable (e.g. postgresql://user:password@host/newsdesk)")
+    return url
+
+
+def open_store(
+    settings: StoreSettings,
+    *,
+    data_dir: str | os.PathLike,
+    model_name: str,
+    dim: int,
+    exact_search_max: int = 200_000,
+    hnsw_m: int = 32,
+    hnsw_ef_search: int = 256,
+    search_threads: int = 1,
+    environ: Mapping[str, str] = os.environ,
+) -> NewsStore:
+    """The configured backend, opened for this model. Each backend's library is imported only when chosen."""
+    if settings.backend == "postgres":
+        from index.store.postgres import PostgresStore
+
+        return PostgresStore(database_url(settings, environ), model_name=model_name, dim=dim, settings=settings,
+                             hnsw_ef_search=hnsw_ef_search)
+    from index.store.sqlite import SQLiteStore
+
+    return SQLiteStore(Path(data_dir), model_name=model_name, dim=dim, exact_search_max=exact_search_max,
+                       hnsw_m=hnsw_m, hnsw_ef_search=hnsw_ef_search, search_threads=search_threads)
+
+
+__all__ = [
+    "AlsoReported", "ArticleRecord", "DuplicateLookup", "Feed", "FeedRegistry", "NewsStore", "SchemaError",
+    "ScoredChunk", "SearchFilters", "StoreCounts", "StoreError", "StoreSettings", "StoreWriter", "StoredChunk",
+    "database_url", "embed_key", "open_store",
+]

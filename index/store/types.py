@@ -1,0 +1,144 @@
+"""The values that cross the storage interface: typed filters, ids, datetimes and records, never SQL.
+
+Every backend (index.store.sqlite, index.store.postgres) takes and returns these, so the code above
+the interface (ingest, retrieval, the bot) never learns which database holds the news.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from index.article import Article, ArticleMeta, Chunk, content_hash
+from index.dedup import Fingerprint
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used: a locked folder, another model's index, an unreachable database.
+
+    The message is one line that says what to do; it never carries a database URL or password.
+    """
+
+
+class SchemaError(StoreError):
+    """The database schema is missing, older or newer than this newsdesk; the message says what to run."""
+
+
+BACKENDS = ("sqlite", "postgres")
+
+
+@dataclass
+class StoreSettings:
+    """config.toml's [store] section: which backend holds the news, and how to reach PostgreSQL."""
+
+    backend: str = "sqlite"
+    # The environment variable that holds the PostgreSQL URL (a secret: never in config.toml).
+    url_env: str = "NEWSDESK_DATABASE_URL"
+    pool_size: int = 8
+    connect_timeout_seconds: float = 5.0
+    # No question or write waits longer than this on the database.
+    statement_timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if not self.url_env.strip():
+            raise ValueError("url_env: must name an environment variable")
+        if self.pool_size < 1:
+            raise ValueError("pool_size: must be at least 1")
+        for key in ("connect_timeout_seconds", "statement_timeout_seconds"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key}: must be positive")
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """What a search may see. Every backend applies all of them, to dense and lexical search alike."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    outlets: tuple[str, ...] = ()  # the article's outlet or one that also reported it, any case
+    collections: tuple[str, ...] | None = None  # None: every collection
+    article_id: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.since or self.until or self.outlets or self.collections is not None or self.article_id)
+
+    @property
+    def moves_with_the_clock(self) -> bool:
+        """A date filter ("this week") lets different chunks through tomorrow: not worth remembering."""
+        return bool(self.since or self.until)
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """A passage as stored: offsets into its article's text."""
+
+    id: int
+    article_id: str
+    start: int
+    end: int
+
+
+# (chunk id, score): higher is better. Dense scores are inner products (cosine: vectors are
+# normalised); lexical scores are BM25.
+ScoredChunk = tuple[int, float]
+
+
+def embed_key(model_name: str, embed_text: str) -> str:
+    """The embedding cache's key for a text: the same text and model never need a second encode."""
+    return content_hash(model_name + "\x00" + embed_text)
+
+
+@dataclass(frozen=True)
+class AlsoReported:
+    outlet: str
+    url: str | None = None
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class ArticleRecord:
+    """All a store holds of one article, to copy it to another store without embedding it again."""
+
+    article: Article  # its `collection` is the first of `collections`
+    collections: tuple[str, ...]
+    also_reported: tuple[AlsoReported, ...]
+    fingerprint: Fingerprint
+    chunks: tuple[Chunk, ...]
+    embed_keys: tuple[str, ...]
+    vectors: np.ndarray = field(repr=False)  # float32, one row per chunk
+
+
+@dataclass(frozen=True)
+class Feed:
+    url: str
+    collection: str
+    channel_id: int = 0  # where new headlines are posted; 0: nowhere
+    added_by: int = 0  # the Discord user who added it; 0 for config feeds
+    from_config: bool = False
+    last_polled: datetime | None = None
+    last_error: str | None = None
+    added_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    """What `db copy` compares on both sides."""
+
+    articles: int
+    chunks: int
+    vectors: int
+    feeds: int
+
+    def to_json(self) -> dict:
+        return {"articles": self.articles, "chunks": self.chunks, "vectors": self.vectors, "feeds": self.feeds}
+
+
+__all__ = [
+    "AlsoReported", "ArticleMeta", "ArticleRecord", "BACKENDS", "Feed", "SchemaError", "ScoredChunk",
+    "SearchFilters", "StoreCounts", "StoreError", "StoreSettings", "StoredChunk", "embed_key",
+]
