@@ -175,6 +175,52 @@ def cmd_bench(args, config):
     return 1 if summary["failed"] else 0
 
 
+def cmd_db(args, config):
+    """`db upgrade`: create or upgrade the PostgreSQL schema. `db copy --to B`: copy the index between backends."""
+    from bot.service import store_for
+    from index.embed import load_embedder
+
+    embedder = load_embedder(config.index.model, batch_size=config.index.batch_size)  # its name and dimension
+    if args.action == "upgrade":
+        from index.store import database_url
+        from index.store.postgres_db import Database
+        from index.store.postgres_schema import upgrade
+
+        store = config.store
+        database = Database(database_url(store), pool_size=1, connect_timeout=store.connect_timeout_seconds,
+                            statement_timeout=store.statement_timeout_seconds)
+        try:
+            with database.connect() as conn, database.guard():
+                before, after = upgrade(conn, model_name=embedder.name, dim=embedder.dim)
+        finally:
+            database.close()
+        text = (f"database schema is at version {after} already" if before == after
+                else f"database schema upgraded from version {before} to {after}")
+        _emit(args, {"schema_version": after, "was": before}, text)
+        return 0
+    from index.store.copy import copy_store
+
+    source_backend = "sqlite" if args.to == "postgres" else "postgres"
+    source = store_for(config, embedder, backend=source_backend)
+    try:
+        target = store_for(config, embedder, backend=args.to)
+        try:
+            report = copy_store(source, target, progress=not args.quiet)
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+    def line(name, counts):
+        return f"{name:<9} {counts.articles} articles, {counts.chunks} chunks, {counts.vectors} vectors, {counts.feeds} feeds"
+
+    lines = [line(f"{source_backend}:", report.source), line(f"{args.to}:", report.target),
+             f"copied {report.copied} articles ({report.present} already there) and {report.feeds} feeds; "
+             + ("the counts agree" if report.agrees else "the counts DIFFER: the target held other articles too")]
+    _emit(args, report.to_json(), "\n".join(lines))
+    return 0 if report.agrees else 1
+
+
 def cmd_console(args, config):
     from bot.console import Console
 
@@ -272,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="corpus files for the bench index (default: ../shared/data/reuters and bbc corpus.jsonl)")
     p.add_argument("--quick", action="store_true", help="smaller inputs, for a quick look")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on standard error")
+
+    p = command("db", cmd_db, "set up the PostgreSQL backend, or copy the index between backends")
+    p.add_argument("action", choices=("upgrade", "copy"),
+                   help="upgrade: create or upgrade the schema in the database named by [store] url_env; "
+                        "copy: copy every article, vector and feed to the other backend, without embedding again")
+    p.add_argument("--to", choices=("postgres", "sqlite"), default="postgres",
+                   help="copy's target (default postgres: from the SQLite index in [index] dir)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     command("console", cmd_console, "ask questions in the terminal", json_flag=False)
     command("serve", cmd_serve, "run the Discord bot (needs DISCORD_TOKEN)", json_flag=False)

