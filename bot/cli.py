@@ -135,12 +135,14 @@ def cmd_eval(args, config):
     from bot.evaluate import QAEvaluation, SummaryEvaluation
 
     if args.what == "qa":
-        result = QAEvaluation(config, limit=args.limit).run(args.data, progress=not args.quiet)
+        result = QAEvaluation(config, limit=args.limit, backends=args.backend or ()).run(args.data,
+                                                                                        progress=not args.quiet)
         keys = ("n", "hit_at_1", "hit_at_5", "hit_at_10", "answer_recall", "citation_precision", "answer_words",
                 "p50_ms", "p95_ms")
-        rows = [("hybrid", result), ("dense", result["baselines"]["dense"]), ("bm25", result["baselines"]["bm25"])]
-        lines = ["mode    " + " ".join(f"{k:>18}" for k in keys)]
-        lines += [f"{name:<8}" + " ".join(f"{r[k]:>18}" for k in keys) for name, r in rows]
+        lines = ["backend  mode    " + " ".join(f"{k:>18}" for k in keys)]
+        for backend, figures in result.get("backends", {result["backend"]: result}).items():
+            rows = [("hybrid", figures), ("dense", figures["baselines"]["dense"]), ("bm25", figures["baselines"]["bm25"])]
+            lines += [f"{backend:<9}{name:<8}" + " ".join(f"{r[k]:>18}" for k in keys) for name, r in rows]
     else:
         result = SummaryEvaluation(config, limit=args.limit).run(args.data, progress=not args.quiet)
         lines = [f"{'':<10}{'ROUGE-1':>9}{'ROUGE-2':>9}{'ROUGE-L':>9}  (n={result['n']}, F1 %)"]
@@ -183,17 +185,10 @@ def cmd_db(args, config):
     embedder = load_embedder(config.index.model, batch_size=config.index.batch_size)  # its name and dimension
     if args.action == "upgrade":
         from index.store import database_url
-        from index.store.postgres_db import Database
-        from index.store.postgres_schema import upgrade
+        from index.store.postgres_schema import upgrade_database
 
-        store = config.store
-        database = Database(database_url(store), pool_size=1, connect_timeout=store.connect_timeout_seconds,
-                            statement_timeout=store.statement_timeout_seconds)
-        try:
-            with database.connect() as conn, database.guard():
-                before, after = upgrade(conn, model_name=embedder.name, dim=embedder.dim)
-        finally:
-            database.close()
+        before, after = upgrade_database(database_url(config.store), config.store, model_name=embedder.name,
+                                         dim=embedder.dim)
         text = (f"database schema is at version {after} already" if before == after
                 else f"database schema upgraded from version {before} to {after}")
         _emit(args, {"schema_version": after, "was": before}, text)
@@ -305,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=("qa", "summary"))
     p.add_argument("--data", required=True, help="e.g. ../shared/data/newsqa/dev.jsonl or ../shared/data/cnndm/dev.jsonl")
     p.add_argument("--limit", type=int, help="only the first N rows")
+    p.add_argument("--backend", action="append", choices=("sqlite", "postgres"),
+                   help="qa: index and ask in this backend (repeatable, side by side; default [store] backend); "
+                        "postgres uses a temporary schema in the database named by [store] url_env")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     p = command("bench", cmd_bench, "measure ingest, ask latency, vector search, memory and Discord load")

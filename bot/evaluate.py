@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import statistics
 import string
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +22,7 @@ from tqdm import tqdm
 from bot.answer_types import Answer
 from bot.config import Config
 from index.article import Article, normalize_text
-from index.embed import Embedder
+from index.embed import Embedder, load_embedder
 from index.retrieve import RetrievalMode
 from index.sentences import split_sentences
 from index.sources.common import build_article
@@ -88,14 +90,19 @@ class QAScores:
 
 
 class QAEvaluation:
-    """Indexes a QA file's articles in a temporary folder and asks every question in three retrieval modes."""
+    """Indexes a QA file's articles in a store of their own and asks every question in three retrieval modes.
 
-    def __init__(self, config: Config, *, embedder: Embedder | None = None, limit: int | None = None) -> None:
+    With several `backends`, the same articles and questions go through each, side by side: the
+    store is a temporary folder for SQLite, a temporary schema (dropped afterwards) in the database
+    named by [store] url_env for PostgreSQL.
+    """
+
+    def __init__(self, config: Config, *, embedder: Embedder | None = None, limit: int | None = None,
+                 backends: Sequence[str] = ()) -> None:
         self.config, self.embedder, self.limit = config, embedder, limit
+        self.backends = list(dict.fromkeys(backends)) or [config.store.backend]
 
     def run(self, data: str | Path, *, progress: bool = True) -> dict:
-        from bot.service import NewsService
-
         rows = list(read_jsonl(data))[: self.limit]
         if not rows:
             raise ValueError(f"{data}: no questions")
@@ -103,19 +110,32 @@ class QAEvaluation:
         for row in rows:
             if row["article_id"] not in articles:
                 articles[row["article_id"]] = self._article(row)
-        with tempfile.TemporaryDirectory(prefix="newsdesk-eval-") as folder:
-            config = _copy_config(self.config, folder)
-            service = NewsService(config, embedder=self.embedder)
-            started = time.perf_counter()
-            report = service.ingestor.run(articles.values(), progress=progress)
-            ingest_seconds = time.perf_counter() - started
-            results = {mode: self._score(service, rows, mode, progress) for mode in RetrievalMode.ALL}
+        embedder = self.embedder or load_embedder(self.config.index.model, batch_size=self.config.index.batch_size)
+        by_backend = {backend: self._run_on(backend, embedder, articles, rows, progress) for backend in self.backends}
+        out = dict(by_backend[self.backends[0]])
+        if len(self.backends) > 1:
+            out["backends"] = by_backend
+        return out
+
+    def _run_on(self, backend: str, embedder: Embedder, articles: dict, rows: list[dict], progress: bool) -> dict:
+        from bot.service import NewsService
+
+        with _scratch_store(self.config, backend, embedder) as config:
+            service = NewsService(config, embedder=embedder)
+            try:
+                started = time.perf_counter()
+                report = service.ingestor.run(articles.values(), progress=progress)
+                ingest_seconds = time.perf_counter() - started
+                results = {mode: self._score(service, rows, mode, progress) for mode in RetrievalMode.ALL}
+            finally:
+                service.store.close()
         out = results[RetrievalMode.HYBRID].to_json()
         out["baselines"] = {"dense": results[RetrievalMode.DENSE].to_json(), "bm25": results[RetrievalMode.LEXICAL].to_json()}
+        out["backend"] = backend
         out["articles"] = len(articles)
         out["chunks"] = report.chunks
         out["ingest_seconds"] = round(ingest_seconds, 2)
-        out["model"] = service.embedder.name
+        out["model"] = embedder.name
         return out
 
     @staticmethod
@@ -195,7 +215,23 @@ class SummaryEvaluation:
         return out
 
 
-def _copy_config(config: Config, folder: str) -> Config:
-    clone = copy.deepcopy(config)
-    clone.index.dir = folder
-    return clone
+@contextmanager
+def _scratch_store(config: Config, backend: str, embedder: Embedder) -> Iterator[Config]:
+    """`config` pointed at an empty store of `backend`, deleted afterwards."""
+    with tempfile.TemporaryDirectory(prefix="newsdesk-eval-") as folder:
+        clone = copy.deepcopy(config)
+        clone.index.dir = folder
+        clone.store.backend = backend
+        if backend != "postgres":
+            yield clone
+            return
+        from index.store import database_url
+        from index.store.postgres_schema import drop_namespace, upgrade_database
+
+        clone.store.schema = f"newsdesk_eval_{os.getpid()}"
+        url = database_url(clone.store)
+        upgrade_database(url, clone.store, model_name=embedder.name, dim=embedder.dim)
+        try:
+            yield clone
+        finally:
+            drop_namespace(url, clone.store)

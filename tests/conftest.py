@@ -85,13 +85,11 @@ def postgres_url(postgres) -> str:
 
 def upgraded_database(server: PostgresServer, embedder) -> str:
     """A new database with newsdesk's schema, for this embedder's vectors."""
-    import psycopg
-
-    from index.store.postgres_schema import upgrade
+    from index.store import StoreSettings
+    from index.store.postgres_schema import upgrade_database
 
     url = server.new_database()
-    with psycopg.connect(url, autocommit=True) as conn:
-        upgrade(conn, model_name=embedder.name, dim=embedder.dim)
+    upgrade_database(url, StoreSettings(backend="postgres"), model_name=embedder.name, dim=embedder.dim)
     return url
 
 

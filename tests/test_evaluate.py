@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import psycopg
 
 from bot.evaluate import QAEvaluation, contains_answer, squad_normalize
 
@@ -51,6 +52,26 @@ def test_qa_eval_scores_every_question_in_three_modes(tmp_path, config, fake_emb
     assert result["answer_recall"] == round(5 / 6, 4)  # figures are reported to four places  # the matching sentence is always quoted
     assert result["citation_precision"] == 1.0  # and cited to its own story
     assert 0 < result["answer_words"] <= 60
+
+
+def test_qa_eval_runs_both_backends_side_by_side_and_leaves_no_trace(tmp_path, config, fake_embedder, postgres,
+                                                                      postgres_url, monkeypatch):
+    rows = [row(1, "ferry", FERRY, "What did the council vote to rebuild?", ["the ferry pier"]),
+            row(3, "museum", MUSEUM, "When did the city museum reopen?", ["Saturday"]),
+            row(5, "tram", TRAM, "When do the first passengers ride the tram?", ["June"])]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    monkeypatch.setenv("NEWSDESK_DATABASE_URL", postgres_url)
+
+    result = QAEvaluation(config, embedder=fake_embedder, backends=["sqlite", "postgres"]).run(data, progress=False)
+
+    assert result["backend"] == "sqlite" and set(result["backends"]) == {"sqlite", "postgres"}
+    sqlite, pg = result["backends"]["sqlite"], result["backends"]["postgres"]
+    assert pg["backend"] == "postgres" and pg["chunks"] == sqlite["chunks"] > 0
+    for key in ("hit_at_1", "hit_at_5", "answer_recall", "citation_precision"):
+        assert pg[key] == sqlite[key] == 1.0, key
+    with psycopg.connect(postgres_url) as conn:  # the eval's temporary schema is gone
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'newsdesk_eval_%'").fetchone()[0] == 0
 
 
 def test_summary_eval_scores_lead_3_in_the_same_run(tmp_path):

@@ -112,11 +112,9 @@ class PostgresStore:
                  hnsw_ef_search: int = 256) -> None:
         if dim < 1:
             raise ValueError("dim must be positive")
-        settings = settings or StoreSettings(backend="postgres")
         self.model_name, self.dim = model_name, dim
         self.db = Database(
-            url, pool_size=settings.pool_size, connect_timeout=settings.connect_timeout_seconds,
-            statement_timeout=settings.statement_timeout_seconds,
+            url, settings or StoreSettings(backend="postgres"),
             # Iterative scans (pgvector 0.8): a filtered HNSW search goes on until it has k rows.
             session={"hnsw.ef_search": str(hnsw_ef_search), "hnsw.iterative_scan": "relaxed_order"},
         )

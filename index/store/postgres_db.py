@@ -17,7 +17,7 @@ import psycopg
 import psycopg_pool
 from pgvector.psycopg import register_vector
 
-from index.store.types import StoreError
+from index.store.types import StoreError, StoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +39,21 @@ def _secrets_of(url: str) -> list[str]:
 class Database:
     """A pool of connections to one database, shared by a process's threads."""
 
-    def __init__(self, url: str, *, pool_size: int, connect_timeout: float, statement_timeout: float,
-                 session: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, settings: StoreSettings, *, session: dict[str, str] | None = None) -> None:
         self._secrets = _secrets_of(url)
         self._session = session or {}
+        self.schema = settings.schema
+        # No statement may hold a question or a writer longer than statement_timeout.
+        options = f"-c statement_timeout={round(settings.statement_timeout_seconds * 1000)}"
+        if self.schema:  # checked to be a plain name; the extension's types stay reachable in public
+            options += f" -c search_path={self.schema},public"
         self._connect_kwargs = {
-            "connect_timeout": max(1, round(connect_timeout)),
-            # No statement may hold a question or a writer longer than this.
-            "options": f"-c statement_timeout={round(statement_timeout * 1000)}",
+            "connect_timeout": max(1, round(settings.connect_timeout_seconds)),
+            "options": options,
             "application_name": "newsdesk",
         }
-        self._timeout = connect_timeout
+        self._timeout = settings.connect_timeout_seconds
+        pool_size = settings.pool_size
         with self.guard():
             try:
                 psycopg.conninfo.conninfo_to_dict(url)
@@ -58,7 +62,7 @@ class Database:
         self._url = url
         self.pool = psycopg_pool.ConnectionPool(
             url, kwargs={**self._connect_kwargs, "autocommit": True}, min_size=1, max_size=pool_size,
-            configure=self._configure, check=psycopg_pool.ConnectionPool.check_connection, timeout=connect_timeout,
+            configure=self._configure, check=psycopg_pool.ConnectionPool.check_connection, timeout=self._timeout,
             open=False, name="newsdesk",
         )
 

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
-from index.store.types import SchemaError, StoreError
+from index.store.postgres_db import Database
+from index.store.types import SchemaError, StoreError, StoreSettings
 
 # PostgreSQL's English stemmer and stop words: the nearest to FTS5's porter tokenizer.
 TEXT_SEARCH_CONFIG = "english"
@@ -157,11 +159,29 @@ def check_schema(conn: psycopg.Connection, *, model_name: str, dim: int) -> None
     _check_model(meta, model_name, dim)
 
 
-def upgrade(conn: psycopg.Connection, *, model_name: str, dim: int,
+def upgrade_database(url: str, settings: StoreSettings, *, model_name: str, dim: int) -> tuple[int, int]:
+    """`newsdesk db upgrade`: the schema (and [store] schema's namespace) brought to this version."""
+    database = Database(url, settings)
+    with database.connect() as conn, database.guard():
+        return upgrade(conn, model_name=model_name, dim=dim, namespace=settings.schema)
+
+
+def drop_namespace(url: str, settings: StoreSettings) -> None:
+    """Delete [store] schema's namespace with everything in it (the eval's and the bench's own)."""
+    if not settings.schema:
+        raise ValueError("only a [store] schema of its own can be dropped")
+    database = Database(url, settings)
+    with database.connect() as conn, database.guard():
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(settings.schema)))
+
+
+def upgrade(conn: psycopg.Connection, *, model_name: str, dim: int, namespace: str = "",
             migrations: list[Migration] = MIGRATIONS) -> tuple[int, int]:
     """Apply the migrations the database lacks, each in its own transaction; (version before, after)."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        if namespace:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(namespace)))
         try:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except psycopg.Error as exc:

@@ -6,6 +6,7 @@ the interface (ingest, retrieval, the bot) never learns which database holds the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -40,6 +41,8 @@ class StoreSettings:
     connect_timeout_seconds: float = 5.0
     # No question or write waits longer than this on the database.
     statement_timeout_seconds: float = 30.0
+    # A PostgreSQL schema (namespace) of its own for newsdesk's tables; empty: the database's default.
+    schema: str = ""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -51,6 +54,8 @@ class StoreSettings:
         for key in ("connect_timeout_seconds", "statement_timeout_seconds"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"{key}: must be positive")
+        if self.schema and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.schema):
+            raise ValueError(f"schema: expected a lower-case name of letters, digits and _, got {self.schema!r}")
 
 
 @dataclass(frozen=True)
