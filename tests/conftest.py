@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,6 +26,15 @@ def shared_data(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not available: {path}")
     return path
+
+
+def run_newsdesk(config: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None,
+                 timeout: float = 300) -> subprocess.CompletedProcess:
+    """`newsdesk --config CONFIG ARGS` in a subprocess, as a user runs it (real model, offline)."""
+    environ = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    environ.pop("DISCORD_TOKEN", None)
+    return subprocess.run([sys.executable, "-m", "bot.cli", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=timeout, input=stdin, env=environ)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ Jobs (each prints "ready" once the index is open; a re-run completes what a kill
 
     ingest FOLDER COUNT   ingest COUNT generated articles in small batches (many commits, so kills
                           land between and inside them)
+    ingest-pg URL COUNT   the same into the PostgreSQL database at URL
     poll FOLDER CONFIG    poll the feeds named in CONFIG (JSON) with bot.feeds.FeedPoller, round
                           after round until killed; with --once, one round
 
@@ -72,12 +73,18 @@ def stories(count: int) -> list[Article]:
     return out
 
 
-def ingest(folder: str, count: int) -> None:
+def ingest(where: str, count: int, *, postgres: bool = False) -> None:
     from index.ingest import Ingestor
-    from index.store.sqlite import SQLiteStore
 
     embedder = FakeEmbedder()
-    store = SQLiteStore(folder, model_name=embedder.name, dim=embedder.dim)
+    if postgres:
+        from index.store.postgres import PostgresStore
+
+        store = PostgresStore(where, model_name=embedder.name, dim=embedder.dim)
+    else:
+        from index.store.sqlite import SQLiteStore
+
+        store = SQLiteStore(where, model_name=embedder.name, dim=embedder.dim)
     print("ready", flush=True)
     report = Ingestor(store, embedder, chunker=chunker(embedder), batch_chunks=BATCH_CHUNKS).run(stories(count))
     print(len(report.added), len(report.duplicates), len(report.failed), flush=True)
@@ -111,8 +118,8 @@ def poll(folder: str, config_file: str, once: bool) -> None:
 
 def run_job(args: list[str]) -> None:
     mode, folder = args[0], args[1]
-    if mode == "ingest":
-        ingest(folder, int(args[2]))
+    if mode in ("ingest", "ingest-pg"):
+        ingest(folder, int(args[2]), postgres=mode == "ingest-pg")
     elif mode == "poll":
         poll(folder, args[2], once="--once" in args[3:])
     else:
@@ -124,6 +131,7 @@ def serve() -> None:
     import bot.feeds  # noqa: F401
     import bot.service  # noqa: F401
     import index.ingest  # noqa: F401
+    import index.store.postgres  # noqa: F401
     import index.sources.loader  # noqa: F401
 
     print("serving", flush=True)

@@ -1,4 +1,7 @@
-"""What a data folder must look like after any crash: FAISS, BM25 (FTS5) and SQLite in exact agreement.
+"""What a store must look like after any crash: every article whole or absent, its search data in step.
+
+For SQLite: FAISS, BM25 (FTS5) and SQLite in exact agreement. For PostgreSQL: chunks, vectors and
+the BM25 statistics the triggers keep.
 
 `check_index` reads the folder as a restarted process would, but first inspects the FAISS file of
 the committed generation as it lies on disk: opening the store would silently rebuild a missing
@@ -98,4 +101,44 @@ def check_index(folder: str | Path, *, chunker: Chunker, model_name: str, dim: i
     query = np.full(dim, dim ** -0.5, dtype=np.float32)
     assert sorted(c for c, _ in store.dense_search(query, len(chunk_ids) + 1, SearchFilters())) == sorted(chunk_ids)
     store.close()
+    return found
+
+
+def check_postgres(url: str, *, chunker: Chunker, model_name: str) -> dict[str, int]:
+    """Asserts that the PostgreSQL store at `url` is whole and consistent; returns {article id: chunks}."""
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        articles = db.execute("SELECT pk, id, title, text FROM articles").fetchall()
+        chunks = db.execute("SELECT article, ordinal, start_offset, end_offset, embed_key, vector_dims(embedding), "
+                            "length(terms) > 0 FROM chunks ORDER BY article, ordinal").fetchall()
+        without_collection = db.execute("SELECT count(*) FROM articles a WHERE NOT EXISTS "
+                                        "(SELECT 1 FROM article_collections c WHERE c.article = a.pk)").fetchone()[0]
+        bands = {n for (n,) in db.execute("SELECT (SELECT count(*) FROM lsh WHERE article = a.pk) FROM articles a")}
+        # The BM25 statistics are exactly what the chunks hold, however the writers were stopped.
+        drift = db.execute(
+            "SELECT count(*) FROM (SELECT lexeme, count(*) AS n FROM chunks, unnest(tsvector_to_array(terms)) AS lexeme "
+            "GROUP BY lexeme) AS counted FULL JOIN lexeme_stats s USING (lexeme) WHERE counted.n IS DISTINCT FROM s.chunks"
+        ).fetchone()[0]
+        totals = db.execute("SELECT (SELECT count(*) FROM chunks) = chunks, "
+                            "(SELECT coalesce(sum(term_count), 0) FROM chunks) = term_count FROM corpus_stats").fetchone()
+    assert without_collection == 0
+    assert len(bands) <= 1 and 0 not in bands, f"articles with different numbers of LSH keys: {bands}"
+    assert drift == 0, f"{drift} lexemes' counts differ from the chunks"
+    assert totals == (True, True), "corpus statistics differ from the chunks"
+    by_article: dict[int, list[tuple]] = {}
+    for chunk in chunks:
+        by_article.setdefault(chunk[0], []).append(chunk)
+    assert set(by_article) == {a[0] for a in articles}, "an article without chunks"
+    found: dict[str, int] = {}
+    for pk, article_id, title, text in articles:
+        article = Article(id=article_id, title=title, text=text)
+        expected = chunker.run(article)
+        stored = by_article[pk]
+        assert [c[1] for c in stored] == list(range(len(expected))), f"{article_id}: chunk ordinals"
+        assert [(c[2], c[3]) for c in stored] == [(e.start, e.end) for e in expected], f"{article_id}: chunk spans"
+        for chunk, want in zip(stored, expected):
+            assert chunk[4] == content_hash(model_name + "\x00" + embed_text(article, want.text))
+            assert chunk[5] and chunk[6], f"{article_id}: chunk {chunk[1]} lacks its vector or lexemes"
+        found[article_id] = len(stored)
     return found

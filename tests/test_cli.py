@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import SEED
+from conftest import run_newsdesk as newsdesk
 
 QUESTION = "Why did NATO suspend its training activities in Iraq?"
-
-
-def newsdesk(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("DISCORD_TOKEN", None)
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "--config", str(config), *args],
-        capture_output=True, text=True, timeout=300, input=stdin, env=env,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""SIGKILL at any moment of an ingest or a feed poll leaves FAISS, BM25 and SQLite in agreement,
-with every article either whole or absent, and a re-run completes the work.
+"""SIGKILL at any moment of an ingest or a feed poll leaves FAISS, BM25 and SQLite in agreement (and
+PostgreSQL's chunks, vectors and BM25 statistics), with every article either whole or absent, and a
+re-run completes the work.
 
 The workers (crash_worker.py) run in child processes with the fake embedder, so an ingest of a few
 hundred articles takes about a second and a kill can land anywhere in it: while embedding, while
@@ -14,14 +15,16 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from conftest import upgraded_database
 from crash_worker import chunker, stories, story_text
 from fakes import FakeEmbedder
 from http_fixture import LocalHTTPServer
-from index_invariants import check_index
+from index_invariants import check_index, check_postgres
 
 from bot.config import Config
 from bot.service import NewsService
@@ -34,12 +37,17 @@ WORKER = Path(__file__).with_name("crash_worker.py")
 ARTICLES = 300
 MIN_KILLS = 20
 POLL_KILLS = 10
+POSTGRES_KILLS = 10
 EMBEDDER = FakeEmbedder()
 CHUNKER = chunker(EMBEDDER)
 
 
 def check(folder: Path) -> dict[str, int]:
     return check_index(folder, chunker=CHUNKER, model_name=EMBEDDER.name, dim=EMBEDDER.dim)
+
+
+def check_pg(url: str) -> dict[str, int]:
+    return check_postgres(url, chunker=CHUNKER, model_name=EMBEDDER.name)
 
 
 class Worker:
@@ -106,6 +114,54 @@ def test_killed_ingests_leave_a_consistent_index_and_resume(tmp_path, worker):
     assert set(check(folder)) == source
     print(f"\n{kills} kills in {rounds} rounds of a {ARTICLES}-article ingest, {mid_commit} between a FAISS "
           "write and its SQLite commit")
+
+
+def test_killed_postgres_ingests_leave_no_partial_article_and_resume(postgres, worker):
+    rng = random.Random(8)
+    source = {article.id for article in stories(ARTICLES)}
+    kills = rounds = 0
+    while kills < POSTGRES_KILLS:
+        url = upgraded_database(postgres, EMBEDDER)  # a round: kill one ingest again and again until it finishes
+        held: set[str] = set()
+        for _ in range(50):
+            result = worker.run(rng.uniform(0.05, 1.0), "ingest-pg", url, ARTICLES)
+            if not result["killed"]:
+                break
+            kills += 1
+            found = check_pg(url)
+            assert set(found) <= source, "an article that was never in the source"
+            assert held <= set(found), "a committed article was lost"
+            held = set(found)
+        else:
+            raise AssertionError("the ingest never finished after 50 restarts")
+        ready, added, duplicates, failed = result["output"].split()
+        assert (ready, failed) == ("ready", "0")
+        assert int(added) == ARTICLES - len(held) and int(duplicates) == len(held)
+        assert set(check_pg(url)) == source
+        rounds += 1
+    print(f"\n{kills} kills in {rounds} rounds of a {ARTICLES}-article ingest into PostgreSQL")
+
+
+def test_two_postgres_writers_with_small_batches_store_each_story_once(postgres, tmp_path):
+    """Their commits interleave batch by batch: each decides what is new under the write lock."""
+    url = upgraded_database(postgres, EMBEDDER)
+    workers = [Worker(tmp_path / f"worker-{n}.log") for n in range(2)]
+    results: list[dict] = []
+    try:
+        threads = [threading.Thread(target=lambda w=w: results.append(w.run(-1, "ingest-pg", url, ARTICLES)))
+                   for w in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+    finally:
+        for w in workers:
+            w.close()
+    reports = [r["output"].split() for r in results]
+    assert len(reports) == 2 and all(r[0] == "ready" and r[3] == "0" for r in reports)
+    assert sum(int(r[1]) for r in reports) == ARTICLES  # added: each story by one of them
+    assert all(int(r[1]) + int(r[2]) == ARTICLES for r in reports)  # each met every story
+    assert set(check_pg(url)) == {article.id for article in stories(ARTICLES)}
 
 
 @pytest.mark.parametrize("moment", ["while the next generation is written", "before SQLite names it"])

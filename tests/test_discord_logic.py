@@ -22,6 +22,7 @@ from bot.discordbot.scope import filters_for
 from bot.feeds import FeedPoller, config_feeds
 from index.article import Failure
 from index.ingest import IngestReport
+from index.store import StoreError
 from index.store.sqlite_feeds import SQLiteFeedRegistry
 from index.urls import check_feed_url, public_url, redact_url
 
@@ -112,6 +113,9 @@ def test_user_messages_for_refusals_and_none_for_bugs():
         Refusal("channel", 1.0)
     assert user_message(UserError("Bad date.")) == "Bad date."
     assert user_message(RuntimeError("boom")) is None
+    # A database that is restarting is neither a bug nor the member's to fix; its details stay in the log.
+    unavailable = user_message(StoreError("PostgreSQL is unavailable: connection refused"))
+    assert "try again" in unavailable and "PostgreSQL" not in unavailable
 
 
 def test_a_server_sees_the_shared_collection_and_its_own_only():

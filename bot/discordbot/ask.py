@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.discordbot.errors import GENERIC_FAILURE
+from bot.discordbot.errors import GENERIC_FAILURE, STORE_UNAVAILABLE
 from bot.discordbot.replies import MessageSlot, send_to
 from bot.discordbot.scope import filters_for
 from bot.discordbot.streaming import StreamingDraft
 from bot.render import clip, render_answer, render_note
+from index.store import StoreError
 
 if TYPE_CHECKING:
     from bot.discordbot.client import NewsBot
@@ -68,6 +69,9 @@ class ChannelQuestions(commands.Cog):
             return
         try:
             await self._answer(message, question, follow_up=own_thread)
+        except StoreError as exc:
+            log.warning("answering message %s in channel %s failed: %s", message.id, message.channel.id, exc)
+            await send_to(message.channel, [render_note(STORE_UNAVAILABLE)], reference=message)
         except Exception:
             log.error("answering message %s in channel %s failed", message.id, message.channel.id, exc_info=True)
             await send_to(message.channel, [render_note(GENERIC_FAILURE)], reference=message)

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 from discord import app_commands
 
+from index.store import StoreError
+
 if TYPE_CHECKING:
     from bot.discordbot.ratelimit import Refusal
 
@@ -31,6 +33,7 @@ class RateLimited(app_commands.CheckFailure):
 
 
 GENERIC_FAILURE = "Sorry, that didn't work: something went wrong on my side. The details are in the bot's log."
+STORE_UNAVAILABLE = "The news database is not answering right now. Please try again in a minute."
 
 
 def user_message(error: BaseException) -> str | None:
@@ -39,6 +42,8 @@ def user_message(error: BaseException) -> str | None:
         error = error.original
     if isinstance(error, UserError):
         return str(error)
+    if isinstance(error, StoreError):  # a database restarting: not a bug, and not the user's to fix
+        return STORE_UNAVAILABLE
     if isinstance(error, NotAdmin):
         return "Only members with **Manage Server** (or the bot's admin role) can do that."
     if isinstance(error, RateLimited):

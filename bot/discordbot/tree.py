@@ -11,7 +11,7 @@ import logging
 import discord
 from discord import app_commands
 
-from bot.discordbot.errors import GENERIC_FAILURE, user_message
+from bot.discordbot.errors import GENERIC_FAILURE, STORE_UNAVAILABLE, user_message
 from bot.discordbot.replies import send_note
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,8 @@ class NewsTree(app_commands.CommandTree):
         if message is None:
             log.error("/%s failed for user %s in guild %s", name, interaction.user.id, interaction.guild_id,
                       exc_info=error)
+        elif message == STORE_UNAVAILABLE:
+            log.warning("/%s failed: %s", name, getattr(error, "original", error))
         else:
             log.info("/%s refused for user %s: %s", name, interaction.user.id, message)
         if interaction.type is discord.InteractionType.autocomplete:

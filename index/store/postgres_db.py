@@ -64,6 +64,9 @@ class Database:
             url, kwargs={**self._connect_kwargs, "autocommit": True}, min_size=1, max_size=pool_size,
             configure=self._configure, check=psycopg_pool.ConnectionPool.check_connection, timeout=self._timeout,
             open=False, name="newsdesk",
+            # Give up a reconnection soon, so that the next request starts a fresh attempt: left to
+            # its exponential backoff, the pool could wait a minute after the database is back.
+            reconnect_timeout=max(1.0, self._timeout),
         )
 
     def _configure(self, conn: psycopg.Connection) -> None:
@@ -98,7 +101,10 @@ class Database:
             raise StoreError(f"PostgreSQL did not answer within {self._timeout:g} s: is it running, and is "
                              "the database URL right?") from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise StoreError(f"PostgreSQL is unavailable: {self.describe(exc)}") from None
+            reason = self.describe(exc)
+            if "connection option" in reason or "invalid URI" in reason:  # libpq read the URL and gave up
+                raise StoreError(f"the database URL is not valid: {reason.removeprefix('connection is bad: ')}") from None
+            raise StoreError(f"PostgreSQL is unavailable: {reason}") from None
         except psycopg.Error as exc:
             log.debug("database error", exc_info=True)
             raise StoreError(f"PostgreSQL refused a query: {self.describe(exc)}") from None
