@@ -7,7 +7,9 @@ One module per measurement, each a function that returns a dict of figures:
 - `footprint`: resident memory and disk bytes per 100k chunks (probes in fresh processes);
 - `discord_load`: 50 concurrent questions through the Discord emulator while a feed is ingested;
 - `vector_search`: exact and HNSW search from 10k to 1M vectors, recall@10 of HNSW against exact;
-- `threads`: one query's embedding with torch's OpenMP settings, on a quiet core and beside a busy one.
+- `threads`: one query's embedding with torch's OpenMP settings, on a quiet core and beside a busy one;
+- `backends`: SQLite + FAISS and PostgreSQL + pgvector side by side at 100k and 1M chunks (synthetic
+  copies of the bench index): `ask` latency, HNSW recall@10, a serving process's memory.
 
 `runner` runs the sections and writes `bench/results/*.json`; `report` draws the plot and writes
 `bench/REPORT.md`. `discord_emulator` is the local Discord API the tests use as well.
@@ -15,4 +17,5 @@ One module per measurement, each a function that returns a dict of figures:
 
 # discord_load runs before vector_search, whose million vectors would stay in the process's heap
 # and inflate the load's resident-memory figures.
-SECTIONS = ("ingest_throughput", "ask_latency", "footprint", "discord_load", "vector_search", "threads")
+# backends runs last: it builds (once) and reads stores of a million chunks.
+SECTIONS = ("ingest_throughput", "ask_latency", "footprint", "discord_load", "vector_search", "threads", "backends")

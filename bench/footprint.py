@@ -66,7 +66,7 @@ def _probe(spec: dict) -> dict:
             "rss_loaded_mb": round(loaded, 1), "rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
-def _run_probe(spec: dict) -> dict:
+def run_probe(spec: dict) -> dict:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -142,8 +142,8 @@ def run(config, store_dir: Path, *, model_name: str, dim: int, with_model: bool 
         kinds = ["store"] + (["service"] if with_model else [])
         for kind in kinds:
             progress(f"footprint: {kind} probes (empty store, then the bench store) in fresh processes")
-            empty = _run_probe({**common, "kind": kind, "data_dir": str(empty_dir), "config_pickle": str(config_pickle)})
-            full = _run_probe({**common, "kind": kind, "data_dir": str(store_dir), "config_pickle": str(config_pickle)})
+            empty = run_probe({**common, "kind": kind, "data_dir": str(empty_dir), "config_pickle": str(config_pickle)})
+            full = run_probe({**common, "kind": kind, "data_dir": str(store_dir), "config_pickle": str(config_pickle)})
             chunks = full["chunks"]
             delta = full["rss_mb"] - empty["rss_mb"]
             out[kind] = {

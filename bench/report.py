@@ -331,6 +331,8 @@ def markdown(summary: dict, results_dir: Path) -> str:
             lines.append(f"| {row['setting']} | {row['condition']} | {_fmt(q['p50_ms'])} / {_fmt(q['p95_ms'])} ms | "
                          f"{_fmt(row['passages_per_s'])} |")
         lines.append("")
+    if "backends" in s:
+        lines += _backends(s["backends"])
     findings = _findings(s)
     if findings:
         lines += ["## What the figures say", ""] + [f"- {f}" for f in findings] + [""]
@@ -350,6 +352,39 @@ def markdown(summary: dict, results_dir: Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _backends(r: dict) -> list[str]:
+    synthetic, pg = r["synthetic"], r.get("postgres") or {}
+    server = ""
+    if pg:
+        tuned = ", ".join(f"{k} {pg[k]}" for k in ("shared_buffers", "effective_cache_size", "work_mem") if k in pg)
+        server = (f" PostgreSQL {pg['server_version']} with pgvector {pg['pgvector']}"
+                  f"{' (the bench’s own embedded server)' if pg.get('embedded') else ''}, {tuned}.")
+    lines = [
+        "## SQLite + FAISS and PostgreSQL + pgvector side by side",
+        "",
+        f"Synthetic collections built from {synthetic['from']}: {synthetic['copies']} (Gaussian noise of norm "
+        f"{synthetic['noise']}, renormalised), through the storage interface, nothing embedded. Both backends hold "
+        f"the same copies. {r['questions']} questions through `NewsService.ask` (extractive, the query embedding "
+        f"included), one at a time; recall@10 of each backend's vector search against exact search over the same "
+        f"vectors.{server}",
+        "",
+        "| backend | chunks | vector index | ask p50 | ask p95 | as Discord asks, p95 | embed / dense / BM25 p50 "
+        "| recall@10 | serving process RSS |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in r["points"]:
+        parts = p["parts_p50_ms"]
+        memory = p.get("serving_process")
+        lines.append(
+            f"| {p['backend']} | {p['chunks']:,} | {p['vector_index']} | {_fmt(p['ask']['p50_ms'])} ms | "
+            f"**{_fmt(p['ask']['p95_ms'])} ms** | {_fmt(p['scoped_like_discord']['ask']['p95_ms'])} ms | "
+            f"{_fmt(parts.get('embed_ms'))} / {_fmt(parts.get('dense_ms'))} / {_fmt(parts.get('bm25_ms'))} ms | "
+            f"{_fmt(p['recall_at_10'], 3)} | {_fmt(memory['rss_mb']) + ' MB' if memory else '–'} |")
+    builds = ", ".join(f"{p['backend']} {p['chunks']:,} in {_fmt(p['build_seconds'] / 60)} min" for p in r["points"])
+    lines += ["", f"Built once and kept: {builds}.", ""]
+    return lines
 
 
 def _findings(s: dict) -> list[str]:

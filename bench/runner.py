@@ -26,6 +26,8 @@ QUICK = {
     "vector_search": {"sizes": (10_000, 30_000, 100_000), "latency_queries": 100},
     "discord_load": {"seed_articles": 100, "feed_articles": 50},
     "threads": {"queries": 10, "texts": 32},
+    "backends": {"sizes": (50_000,), "questions": 50, "scoped_questions": 20, "recall_queries": 50,
+                 "memory_queries": 5},
 }
 
 
@@ -130,6 +132,12 @@ class Bench:
 
         return threads.run(self.config, progress=self.progress, **kw)
 
+    def backends(self, **kw) -> dict:
+        from bench import backends
+
+        return backends.run(self.config, self.embedder, self.service, data_dir=self.data_dir, progress=self.progress,
+                            **kw)
+
     # -- the run -------------------------------------------------------------------------------
 
     def run(self, sections: list[str] | None = None) -> dict:
@@ -213,4 +221,15 @@ def targets(sections: dict) -> list[dict]:
         answered is not None and answered == asked)
     stall = get("discord_load", "event_loop", "max_stall_ms")
     row("Discord load: longest event-loop stall", "< 100 ms", stall, stall is not None and stall < 100)
+    points = get("backends", "points") or []
+    largest = max((p["size"] for p in points), default=None)
+    for point in points:
+        if point["size"] != largest:
+            continue
+        name = f"{point['backend']}, {point['chunks']:,} chunks"
+        if point["backend"] == "postgres":
+            p95 = point["ask"]["p95_ms"]
+            row(f"ask p95 with the query embedding ({name})", "<= 100 ms", p95, p95 <= 100)
+        recall = point["recall_at_10"]
+        row(f"vector search recall@10 vs exact ({name})", ">= 0.95", recall, recall >= 0.95)
     return rows

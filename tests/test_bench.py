@@ -38,6 +38,8 @@ PARAMS = {
     "vector_search": {"sizes": (60, 300), "latency_queries": 10, "ef_sweep": (8, 64), "queries": 20},
     "discord_load": {"seed_articles": 15, "feed_articles": 6, "questions": 6, "lead_seconds": 0.0, "timeout": 60},
     "threads": {"workload": "numpy", "queries": 3, "texts": 4, "busy_seconds": 30},
+    "backends": {"sizes": (150, 300), "questions": 4, "warmup": 1, "scoped_questions": 2, "recall_queries": 5,
+                 "memory_queries": 0, "tune_server": False},
 }
 
 
@@ -116,7 +118,19 @@ def test_every_section_writes_its_figures(config, corpus, tmp_path):
         for setting in ("default", "OMP_WAIT_POLICY=PASSIVE", "1 thread")]
     assert all(r["query"]["n"] == 3 and r["passages_per_s"] > 0 for r in threads["rows"])
 
-    assert [t["met"] is not None for t in summary["targets"]] == [True] * 5
+    scale = s["backends"]
+    assert [(p["backend"], p["size"]) for p in scale["points"]] == [
+        (backend, size) for size in (150, 300) for backend in ("sqlite", "postgres")]
+    for point in scale["points"]:
+        assert point["chunks"] >= point["size"] and point["articles"] > 0 and point["build_seconds"] >= 0
+        assert point["ask"]["n"] == 4 and point["scoped_like_discord"]["questions"] == 2
+        assert 0 < point["ask"]["p50_ms"] <= point["ask"]["p95_ms"] and point["parts_p50_ms"]["embed_ms"] >= 0
+        assert 0.5 <= point["recall_at_10"] <= 1 and point["queries"] == 5
+    assert scale["postgres"]["pgvector"] and scale["synthetic"]["noise"] == 0.6
+    # The same copies in both backends: the same chunk counts.
+    assert len({(p["size"], p["chunks"]) for p in scale["points"]}) == 2
+
+    assert [t["met"] is not None for t in summary["targets"]] == [True] * 8
     if plot:
         assert (results / "latency_vs_size.png").stat().st_size > 0
         report = (results.parent / "REPORT.md").read_text()

@@ -183,7 +183,9 @@ def upgrade(conn: psycopg.Connection, *, model_name: str, dim: int, namespace: s
         if namespace:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(namespace)))
         try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            # In public, which every search path newsdesk sets includes: created in a [store] schema,
+            # it would be hidden from the others and dropped with it.
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public")
         except psycopg.Error as exc:
             raise SchemaError(
                 f"could not install pgvector ({exc.diag.message_primary or type(exc).__name__}): install the "
