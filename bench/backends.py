@@ -271,9 +271,10 @@ def _run(config, embedder, base_service, database, *, data_dir, sizes, backends,
             progress(f"== {label}: asking")
             service = NewsService(config_b, embedder=embedder)
             try:
+                stats = service.store.stats()
                 point = {"backend": backend, "size": size, "chunks": built["chunks"], "articles": built["articles"],
-                         "build_seconds": built["build_seconds"],
-                         "vector_index": service.store.stats()["vector_index"]}
+                         "build_seconds": built["build_seconds"], "vector_index": stats["vector_index"],
+                         "disk_mb": round(stats["disk_bytes"] / 2**20, 1)}
                 point.update(_ask(service, asked, warmup=warmup, progress=progress, label=label))
                 point["scoped_like_discord"] = _ask(service, scoped, filters=discord_filter, warmup=0,
                                                     progress=progress, label=f"{label} scoped")

@@ -371,8 +371,8 @@ def _backends(r: dict) -> list[str]:
         f"vectors.{server}",
         "",
         "| backend | chunks | vector index | ask p50 | ask p95 | as Discord asks, p95 | embed / dense / BM25 p50 "
-        "| recall@10 | serving process RSS |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| recall@10 | serving process RSS | on disk |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in r["points"]:
         parts = p["parts_p50_ms"]
@@ -381,7 +381,8 @@ def _backends(r: dict) -> list[str]:
             f"| {p['backend']} | {p['chunks']:,} | {p['vector_index']} | {_fmt(p['ask']['p50_ms'])} ms | "
             f"**{_fmt(p['ask']['p95_ms'])} ms** | {_fmt(p['scoped_like_discord']['ask']['p95_ms'])} ms | "
             f"{_fmt(parts.get('embed_ms'))} / {_fmt(parts.get('dense_ms'))} / {_fmt(parts.get('bm25_ms'))} ms | "
-            f"{_fmt(p['recall_at_10'], 3)} | {_fmt(memory['rss_mb']) + ' MB' if memory else '–'} |")
+            f"{_fmt(p['recall_at_10'], 3)} | {_fmt(memory['rss_mb']) + ' MB' if memory else '–'} | "
+            f"{_fmt(p['disk_mb'] / 1024, 2)} GB |")
     builds = ", ".join(f"{p['backend']} {p['chunks']:,} in {_fmt(p['build_seconds'] / 60)} min" for p in r["points"])
     lines += ["", f"Built once and kept: {builds}.", ""]
     return lines

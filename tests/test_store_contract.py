@@ -278,6 +278,7 @@ def test_reads_for_answers_digests_and_autocomplete(new_store, fake_embedder):
 
     stats = store.stats()
     assert (stats["articles"], stats["outlets"], stats["model"]) == (3, 2, fake_embedder.name)
+    assert stats["backend"] in ("sqlite", "postgres") and stats["disk_bytes"] > 0
     assert stats["newest"] == floods.published.isoformat() and stats["oldest"] == budget.published.isoformat()
     assert store.stats(SearchFilters(collections=("guild:7",)))["articles"] == 1
     assert store.stats(SearchFilters(since=datetime.now(timezone.utc) - timedelta(days=7)))["articles"] == 2

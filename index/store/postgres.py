@@ -33,6 +33,8 @@ _WORD = re.compile(r"\w+")
 # FTS5's BM25 constants and column weights (title 0.5, passage 1.0), so both backends rank alike.
 _K1, _B, _TITLE_WEIGHT = 1.2, 0.75, 0.5
 _BATCH = 500
+_TABLES = ("articles", "article_collections", "also_reported", "lsh", "chunks", "lexeme_stats", "corpus_stats", "feeds",
+           "digests", "newsdesk_meta")
 
 
 def _filter_sql(filters: SearchFilters) -> tuple[str, list]:
@@ -275,10 +277,15 @@ class PostgresStore:
             ).fetchone()
             chunks = conn.execute(f"SELECT count(*) FROM chunks c JOIN articles a ON a.pk = c.article WHERE {where}",
                                   params).fetchone()[0]
+            disk = conn.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c WHERE c.relkind = 'r' "
+                "AND c.relnamespace = current_schema()::regnamespace AND c.relname = ANY(%s)", (list(_TABLES),),
+            ).fetchone()[0]
         return {
             "articles": articles, "chunks": chunks, "outlets": outlets,
             "newest": newest.isoformat() if newest else None, "oldest": oldest.isoformat() if oldest else None,
             "model": self.model_name, "backend": self.backend, "vector_index": "hnsw",
+            "disk_bytes": int(disk),  # tables with their indexes and TOAST
         }
 
     # -- copies --------------------------------------------------------------------------------

@@ -560,7 +560,13 @@ class SQLiteStore:
             "vector_index": "hnsw" if self._is_approximate(self._vector_index()) else "exact",
             "generation": self._generation(),
             "data_dir": str(self.dir),
+            "disk_bytes": self._disk_bytes(),
         }
+
+    def _disk_bytes(self) -> int:
+        """The database with its WAL, and the committed generation's FAISS file."""
+        files = [*self.dir.glob("news.sqlite3*"), self._faiss_path(self._generation())]
+        return sum(path.stat().st_size for path in files if path.exists())
 
     # -- copies --------------------------------------------------------------------------------
 
