@@ -30,7 +30,9 @@ import numpy as np
 
 from bench.common import Progress, bench_config, latency_summary, sample_questions
 from bench.footprint import run_probe
-from index.store import ArticleRecord, NewsStore, SearchFilters, StoreSettings, database_url, embed_key
+from index.store import (
+    ArticleRecord, NewsStore, SearchFilters, StoreSettings, drop_namespace, embed_key, upgrade_database,
+)
 
 SIZES = (100_000, 1_000_000)
 PARTS = ("embed_ms", "dense_ms", "bm25_ms", "fuse_ms", "answer_ms")
@@ -141,13 +143,11 @@ def _config(config, data_dir: Path, backend: str, size: int):
 
 def _store(config, embedder, *, fresh: bool) -> NewsStore:
     from bot.service import store_for
-    from index.store.postgres_schema import drop_namespace, upgrade_database
 
     if config.store.backend == "postgres":
-        url = database_url(config.store)
         if fresh:
-            drop_namespace(url, config.store)
-        upgrade_database(url, config.store, model_name=embedder.name, dim=embedder.dim)
+            drop_namespace(config.store)
+        upgrade_database(config.store, model_name=embedder.name, dim=embedder.dim)
     elif fresh:
         shutil.rmtree(config.data_dir, ignore_errors=True)
     return store_for(config, embedder)
@@ -161,6 +161,8 @@ def ensure_built(config, embedder, base: list[ArticleRecord], *, size: int, nois
     if marker.exists():
         recorded = json.loads(marker.read_text(encoding="utf-8"))
         if {k: recorded.get(k) for k in wanted} == wanted:
+            if config.store.backend == "postgres":  # kept from an older newsdesk: bring its schema up to date
+                upgrade_database(config.store, model_name=embedder.name, dim=embedder.dim)
             return recorded
     backend = config.store.backend
     progress(f"building the {backend} store of {size:,} chunks (once; kept for later runs)")

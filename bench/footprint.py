@@ -45,13 +45,12 @@ def _probe(spec: dict) -> dict:
             service.ask(question)
         store = service.store
     else:
-        from index.store import SearchFilters
-        from index.store.sqlite import SQLiteStore
+        from index.store import SearchFilters, StoreSettings, open_store
 
         before = loaded = rss_mb()
-        store = SQLiteStore(spec["data_dir"], model_name=spec["model_name"], dim=spec["dim"],
-                            exact_search_max=spec["exact_search_max"], hnsw_m=spec["hnsw_m"],
-                            hnsw_ef_search=spec["hnsw_ef_search"])
+        store = open_store(StoreSettings(), data_dir=spec["data_dir"], model_name=spec["model_name"], dim=spec["dim"],
+                           exact_search_max=spec["exact_search_max"], hnsw_m=spec["hnsw_m"],
+                           hnsw_ef_search=spec["hnsw_ef_search"])
         rng = random.Random(11)
         picked = rng.sample(store.article_ids(), min(store.counts().articles, spec["queries"]))
         everything = SearchFilters()

@@ -184,11 +184,9 @@ def cmd_db(args, config):
 
     embedder = load_embedder(config.index.model, batch_size=config.index.batch_size)  # its name and dimension
     if args.action == "upgrade":
-        from index.store import database_url
-        from index.store.postgres_schema import upgrade_database
+        from index.store import upgrade_database
 
-        before, after = upgrade_database(database_url(config.store), config.store, model_name=embedder.name,
-                                         dim=embedder.dim)
+        before, after = upgrade_database(config.store, model_name=embedder.name, dim=embedder.dim)
         text = (f"database schema is at version {after} already" if before == after
                 else f"database schema upgraded from version {before} to {after}")
         _emit(args, {"schema_version": after, "was": before}, text)

@@ -225,13 +225,11 @@ def _scratch_store(config: Config, backend: str, embedder: Embedder) -> Iterator
         if backend != "postgres":
             yield clone
             return
-        from index.store import database_url
-        from index.store.postgres_schema import drop_namespace, upgrade_database
+        from index.store import drop_namespace, upgrade_database
 
         clone.store.schema = f"newsdesk_eval_{os.getpid()}"
-        url = database_url(clone.store)
-        upgrade_database(url, clone.store, model_name=embedder.name, dim=embedder.dim)
+        upgrade_database(clone.store, model_name=embedder.name, dim=embedder.dim)
         try:
             yield clone
         finally:
-            drop_namespace(url, clone.store)
+            drop_namespace(clone.store)

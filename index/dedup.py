@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,16 @@ class Fingerprint:
 
     def similarity(self, other: np.ndarray) -> float:
         return float(np.mean(self.signature == other))
+
+    def best_match(self, candidates: Iterable[tuple[str, np.ndarray]], threshold: float) -> str | None:
+        """The id of the candidate whose signature is most like this one, if it reaches `threshold`
+        (of equals, the last)."""
+        best, best_score = None, threshold
+        for candidate_id, signature in candidates:
+            score = self.similarity(signature)
+            if score >= best_score:
+                best, best_score = candidate_id, score
+        return best
 
 
 class MinHasher:

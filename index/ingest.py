@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -18,6 +19,8 @@ from index.embed import Embedder
 from index.store import DuplicateLookup, NewsStore, StoreWriter, embed_key
 
 log = logging.getLogger(__name__)
+
+MAX_BATCH_ITEMS = 1000  # articles prepared before a write, new or not
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class _Batch(DuplicateLookup):
     def __init__(self) -> None:
         self.items: list[_Fold | _New] = []
         self.chunks = 0
+        self.new = 0
         self._by_id: set[str] = set()
         self._by_hash: dict[str, str] = {}
         self._by_band: dict[int, list[_New]] = {}
@@ -94,6 +98,7 @@ class _Batch(DuplicateLookup):
     def add(self, item: _Fold | _New) -> None:
         self.items.append(item)
         if isinstance(item, _New):
+            self.new += 1
             self.chunks += len(item.chunks)
             self._by_id.add(item.article.id)
             self._by_hash.setdefault(item.article.content_hash, item.article.id)
@@ -107,22 +112,19 @@ class _Batch(DuplicateLookup):
         return self._by_hash.get(content_hash)
 
     def find_near_duplicate(self, fingerprint: Fingerprint, threshold: float) -> str | None:
-        best, best_score = None, threshold
-        for band in fingerprint.bands:
-            for item in self._by_band.get(band, ()):
-                score = fingerprint.similarity(item.fingerprint.signature)
-                if score >= best_score:
-                    best, best_score = item.article.id, score
-        return best
+        sharing = {id(item): item for band in fingerprint.bands for item in self._by_band.get(band, ())}
+        return fingerprint.best_match(((item.article.id, item.fingerprint.signature) for item in sharing.values()),
+                                      threshold)
 
 
 class Ingestor:
     """One writer's pass over a stream of articles (and the failures met while reading them).
 
     Each batch is prepared first (duplicates found, new articles chunked, fingerprinted and
-    embedded, with the embedding cache), then written in one short transaction that checks for
-    duplicates again: another process may have stored the same story meanwhile. The model never
-    runs while the store's write transaction is open.
+    embedded, with the embedding cache), then written in one transaction that checks for
+    duplicates again: another process may have stored the same story meanwhile. On PostgreSQL the
+    transaction, and the write lock it takes, begin only then, so several processes embed at once
+    and queue for the inserts only; SQLite keeps its one writer's lock for the whole run.
     """
 
     def __init__(
@@ -159,11 +161,11 @@ class Ingestor:
                         report.failed.append(item)
                     else:
                         batch.add(self._prepare(item.with_collection(collection) if collection else item, batch))
-                    if batch.chunks >= self.batch_chunks:
+                    # Re-read items (a poll's) add no chunks, but their folds are writes too.
+                    if batch.chunks >= self.batch_chunks or len(batch.items) >= MAX_BATCH_ITEMS:
                         self._write(writer, batch, report)
                         batch = _Batch()
-                    pending = sum(isinstance(i, _New) for i in batch.items)
-                    bar.set_postfix(added=len(report.added) + pending, dup=len(report.duplicates),
+                    bar.set_postfix(added=len(report.added) + batch.new, dup=len(report.duplicates),
                                     failed=len(report.failed), refresh=False)
                 self._write(writer, batch, report)
             except KeyboardInterrupt:
@@ -216,16 +218,24 @@ class Ingestor:
         vectors = self._vectors(batch, report)
         added: list[_New] = []
         folded: list[_Fold] = []
+        stored_as: dict[str, str] = {}  # a new article of this batch -> the stored article it became
         for item in batch.items:
             if isinstance(item, _New):
                 fold, _ = self._duplicate((writer,), item.article, item.fingerprint)
-                if fold is None:
-                    writer.add_article(item.article, item.chunks, item.fingerprint, item.embed_keys,
-                                       np.stack([vectors[key] for key in item.embed_keys]))
+                if fold is None and writer.add_article(item.article, item.chunks, item.fingerprint, item.embed_keys,
+                                                       np.stack([vectors[key] for key in item.embed_keys])):
+                    stored_as[item.article.id] = item.article.id
                     added.append(item)
                     continue
-                item = fold
-            writer.add_collection(item.of, item.article.collection)
+                item = fold or _Fold(item.article, item.article.id, "already indexed")
+                stored_as[item.article.id] = item.of
+            # A copy of a batch-mate follows it where it went: another process may have stored the
+            # story first, under another id.
+            item = dataclasses.replace(item, of=stored_as.get(item.of, item.of))
+            if not writer.add_collection(item.of, item.article.collection) and not writer.has_article(item.of):
+                report.failed.append(Failure(item.article.source or item.article.id,
+                                             "the story it repeats was removed while it was read; read it again"))
+                continue
             if item.reason != "already indexed":
                 writer.add_also_reported(item.of, item.article)
             folded.append(item)

@@ -122,10 +122,19 @@ def check_postgres(url: str, *, chunker: Chunker, model_name: str) -> dict[str, 
         ).fetchone()[0]
         totals = db.execute("SELECT (SELECT count(*) FROM chunks) = chunks, "
                             "(SELECT coalesce(sum(term_count), 0) FROM chunks) = term_count FROM corpus_stats").fetchone()
+        # Each lexeme's champion list: counted right, of chunks that exist and have the lexeme.
+        champions = db.execute(
+            "SELECT count(*) FROM lexeme_stats s LEFT JOIN (SELECT lexeme, count(*) AS n FROM lexeme_champions "
+            "GROUP BY lexeme) AS c USING (lexeme) WHERE coalesce(c.n, 0) <> s.champions").fetchone()[0]
+        strays = db.execute(
+            "SELECT count(*) FROM lexeme_champions lc LEFT JOIN chunks c ON c.id = lc.chunk "
+            "WHERE c.id IS NULL OR NOT c.terms @@ quote_literal(lc.lexeme)::tsquery").fetchone()[0]
     assert without_collection == 0
     assert len(bands) <= 1 and 0 not in bands, f"articles with different numbers of LSH keys: {bands}"
     assert drift == 0, f"{drift} lexemes' counts differ from the chunks"
     assert totals == (True, True), "corpus statistics differ from the chunks"
+    assert champions == 0, f"{champions} lexemes' champion counts are wrong"
+    assert strays == 0, f"{strays} champions of chunks that are gone or lack the lexeme"
     by_article: dict[int, list[tuple]] = {}
     for chunk in chunks:
         by_article.setdefault(chunk[0], []).append(chunk)

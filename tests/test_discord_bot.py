@@ -297,6 +297,7 @@ def test_a_server_never_sees_another_servers_articles(emulator, bot_config, inde
             for kind in ("search", "status"):
                 await emulator.wait_for("POST", f"/webhooks/{emulator.application_id}/{sent[guild][kind]['token']}")
         await bot.get_cog("DailyDigest").post()  # what the daily task runs at 07:00 UTC, in guild 0's channel
+        await bot.get_cog("DailyDigest").post()  # again the same day (a restart, a second process): nothing
 
     with_bot(emulator, bot_config, indexed, scenario)
     for guild, sees_private in ((0, False), (1, True)):

@@ -210,6 +210,40 @@ def test_poller_ingests_due_feeds_off_the_event_loop_and_records_failures(tmp_pa
     assert len(again) == 4 and not any(r.first_poll for r in again)
 
 
+class UnreachableRegistry:
+    """A feed registry whose database is down until `up` is set."""
+
+    def __init__(self, registry):
+        self.registry, self.up = registry, False
+
+    def __getattr__(self, name):
+        if not self.up:
+            raise StoreError("PostgreSQL is unavailable: connection refused")
+        return getattr(self.registry, name)
+
+
+def test_a_database_outage_skips_polling_rounds_without_ending_the_loop(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from bot.config import Config
+    from bot.discordbot.polling import FeedPolling
+
+    registry = UnreachableRegistry(SQLiteFeedRegistry(tmp_path / "feeds.sqlite3"))
+    service = IngestingService()
+    async def ready() -> None:
+        pass
+
+    bot = SimpleNamespace(feeds=registry, service=service, config=Config(), wait_until_ready=ready)
+    polling = FeedPolling(bot)
+    with caplog.at_level(logging.WARNING, logger="bot.discordbot.polling"):
+        asyncio.run(polling.poll_due())  # raises nothing: tasks.loop would stop for good on an exception
+    assert "skipped a round: PostgreSQL is unavailable" in caplog.text and service.calls == []
+    registry.up = True
+    registry.add("https://ok.test/rss", collection="guild:1")
+    asyncio.run(polling.poll_due())
+    assert [call[:2] for call in service.calls] == [(["https://ok.test/rss"], "guild:1")]
+
+
 def test_settings_are_checked_when_loaded():
     assert parse_clock("07:30") == time(7, 30, tzinfo=timezone.utc)
     for bad, message in (({"digest_time": "7:3"}, "digest_time"), ({"digest_time": "25:00"}, "digest_time"),

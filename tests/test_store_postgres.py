@@ -25,7 +25,7 @@ from bot.config import Config
 from bot.service import NewsService
 from index.store import SchemaError, StoreError, StoreSettings, database_url
 from index.store.postgres import PostgresStore
-from index.store.postgres_schema import upgrade_database
+from index.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION, upgrade, upgrade_database
 
 QUESTION = "Why did NATO suspend its training activities in Iraq?"
 PASSWORD = "pw-7f3Kq9-never-shown"
@@ -54,8 +54,9 @@ def test_the_cli_end_to_end_on_postgres(tmp_path, postgres_url):
     assert "db upgrade" in one_line_error(run_newsdesk(config, "stats", env=env))
     first = run_newsdesk(config, "db", "upgrade", "--json", env=env)
     assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout) == {"schema_version": 1, "was": 0}
-    assert json.loads(run_newsdesk(config, "db", "upgrade", "--json", env=env).stdout) == {"schema_version": 1, "was": 1}
+    assert json.loads(first.stdout) == {"schema_version": SCHEMA_VERSION, "was": 0}
+    assert json.loads(run_newsdesk(config, "db", "upgrade", "--json", env=env).stdout) == {
+        "schema_version": SCHEMA_VERSION, "was": SCHEMA_VERSION}
 
     story = tmp_path / "harbour.txt"
     story.write_text("Harbour dredging starts in May\n\nThe port authority said on Monday that dredging of the "
@@ -135,20 +136,26 @@ def test_a_database_without_pgvector_or_with_another_schema_says_what_to_run(pos
         conn.execute("CREATE EXTENSION vector")
     with pytest.raises(SchemaError, match="no newsdesk tables yet: run `newsdesk db upgrade`"):
         opened()
-    assert upgrade_database(postgres_url, StoreSettings(), model_name=MODEL, dim=DIM) == (0, 1)
+    assert upgrade_database(postgres_url, StoreSettings(), model_name=MODEL, dim=DIM) == (0, SCHEMA_VERSION)
     opened().close()
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("UPDATE newsdesk_meta SET value = '0' WHERE key = 'schema_version'")
-        with pytest.raises(SchemaError, match="version 0, this newsdesk needs 1: run `newsdesk db upgrade`"):
+        with pytest.raises(SchemaError, match=f"version 0, this newsdesk needs {SCHEMA_VERSION}: run `newsdesk db upgrade`"):
             opened()
         conn.execute("UPDATE newsdesk_meta SET value = '7' WHERE key = 'schema_version'")
         with pytest.raises(SchemaError, match="version 7, newer than this newsdesk knows .*: upgrade newsdesk"):
             opened()
         with pytest.raises(SchemaError, match="upgrade newsdesk"):
             upgrade_database(postgres_url, StoreSettings(), model_name=MODEL, dim=DIM)
-        conn.execute("UPDATE newsdesk_meta SET value = '1' WHERE key = 'schema_version'")
+        conn.execute("UPDATE newsdesk_meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
     with pytest.raises(StoreError, match="another"):
         PostgresStore(postgres_url, model_name="another-model", dim=DIM)
+    # A schema of its own that was never upgraded must not fall through to the public tables.
+    tenant = StoreSettings(backend="postgres", schema="tenant_b")
+    with pytest.raises(SchemaError, match="schema tenant_b of the database has no newsdesk tables yet"):
+        PostgresStore(postgres_url, model_name=MODEL, dim=DIM, settings=tenant)
+    assert upgrade_database(postgres_url, tenant, model_name=MODEL, dim=DIM) == (0, SCHEMA_VERSION)
+    PostgresStore(postgres_url, model_name=MODEL, dim=DIM, settings=tenant).close()
 
     # A role that may not install extensions gets told who can.
     plain = postgres.new_database()
@@ -168,6 +175,125 @@ def test_the_cli_reports_a_dead_database_in_one_line(tmp_path):
     line = one_line_error(result)
     assert "PostgreSQL is unavailable" in line
     assert PASSWORD not in result.stderr + result.stdout
+
+
+def test_bm25_scores_are_fts5s_on_both_backends(tmp_path, postgres, fake_embedder):
+    """PostgreSQL computes BM25 from its own statistics as FTS5 does: the same scores, not only the same order."""
+    from conftest import make_ingestor
+
+    from index.store import SearchFilters
+    from index.store.sqlite import SQLiteStore
+
+    stories = [article(f"Story {i} about the harbour" if i % 3 == 0 else f"Story {i}", story_text(f"bm25-{i}", 4 + i % 5),
+                       collection="guild:1" if i % 4 == 0 else "shared") for i in range(60)]
+    sqlite = SQLiteStore(tmp_path / "sqlite", model_name=fake_embedder.name, dim=fake_embedder.dim)
+    pg = PostgresStore(upgraded_database(postgres, fake_embedder), model_name=fake_embedder.name, dim=fake_embedder.dim)
+    try:
+        for store in (sqlite, pg):
+            make_ingestor(store, fake_embedder).run(stories)
+
+        def scores(store, terms, filters):
+            found = store.lexical_search(terms, 30, filters)
+            rows = store.chunks_with_articles([chunk_id for chunk_id, _ in found])
+            return {(rows[c][1].id, rows[c][0].start): score for c, score in found}
+
+        for terms in (["harbour"], ["storm", "flood", "rescue"], ["court", "verdict", "police", "crowd"],
+                      ["harbour", "mayor"]):
+            for filters in (SearchFilters(), SearchFilters(collections=("guild:1",))):
+                expected, got = scores(sqlite, terms, filters), scores(pg, terms, filters)
+                assert expected and got.keys() == expected.keys(), terms
+                for key, value in expected.items():
+                    assert got[key] == pytest.approx(value, rel=1e-4), (terms, key)
+    finally:
+        sqlite.close()
+        pg.close()
+
+
+def test_common_words_are_searched_through_their_champions_with_the_same_ranking(tmp_path, postgres, fake_embedder):
+    """Past `exact_postings`, a search scores each word's best chunks (kept per lexeme, trimmed past
+    twice CHAMPIONS) instead of all: for one word, the very ranking a full search gives."""
+    from conftest import make_ingestor
+    from index_invariants import check_postgres
+
+    from index.chunk import Chunker
+    from index.store import SearchFilters
+    from index.store.postgres_schema import CHAMPIONS
+
+    url = upgraded_database(postgres, fake_embedder)
+    full = PostgresStore(url, model_name=fake_embedder.name, dim=fake_embedder.dim)
+    by_champions = PostgresStore(url, model_name=fake_embedder.name, dim=fake_embedder.dim, exact_postings=0)
+    try:
+        stories = [article(f"Harbour report {i}", f"The harbour {'harbour ' * (i % 7)}council met. " + story_text(f"ch-{i}", 2),
+                           collection="guild:1" if i % 5 == 0 else "shared") for i in range(2 * CHAMPIONS + 150)]
+        make_ingestor(full, fake_embedder).run(stories)
+        check_postgres(url, chunker=Chunker(fake_embedder.count_tokens, max_tokens=40), model_name=fake_embedder.name)
+        for terms, filters in ((["harbour"], SearchFilters()), (["council"], SearchFilters(collections=("shared",))),
+                               (["harbour"], SearchFilters(collections=("guild:1",))), (["harbour", "council"], SearchFilters())):
+            exact = full.lexical_search(terms, 20, filters)
+            assert exact and by_champions.lexical_search(terms, 20, filters) == exact, terms
+    finally:
+        full.close()
+        by_champions.close()
+
+
+def test_an_upgrade_from_the_first_schema_keeps_the_news_and_fills_the_champion_lists(postgres, fake_embedder):
+    from conftest import make_ingestor
+    from index_invariants import check_postgres
+
+    from index.chunk import Chunker
+    from index.store import SearchFilters
+
+    url = postgres.new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert upgrade(conn, model_name=fake_embedder.name, dim=fake_embedder.dim, migrations=MIGRATIONS[:1]) == (0, 1)
+        # Stored as a newsdesk of the first schema stored it: its tables and triggers, today's writer.
+        conn.execute("UPDATE newsdesk_meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    store = PostgresStore(url, model_name=fake_embedder.name, dim=fake_embedder.dim)
+    make_ingestor(store, fake_embedder).run([article(f"Story {i}", story_text(f"upgrade-{i}", 3)) for i in range(40)])
+    queries = [["harbour", "storm"], ["court", "verdict"], ["market", "shares", "bank"]]
+    before = (store.counts(), [store.lexical_search(terms, 10, SearchFilters()) for terms in queries])
+    store.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE newsdesk_meta SET value = '1' WHERE key = 'schema_version'")
+    with pytest.raises(SchemaError, match=f"version 1, this newsdesk needs {SCHEMA_VERSION}"):
+        PostgresStore(url, model_name=fake_embedder.name, dim=fake_embedder.dim)
+
+    assert upgrade_database(url, StoreSettings(), model_name=fake_embedder.name, dim=fake_embedder.dim) == (
+        1, SCHEMA_VERSION)
+    check_postgres(url, chunker=Chunker(fake_embedder.count_tokens, max_tokens=40), model_name=fake_embedder.name)
+    upgraded = PostgresStore(url, model_name=fake_embedder.name, dim=fake_embedder.dim, exact_postings=0)
+    try:  # every search through the champion lists the upgrade filled: the same results
+        assert (upgraded.counts(), [upgraded.lexical_search(terms, 10, SearchFilters()) for terms in queries]) == before
+    finally:
+        upgraded.close()
+
+
+def test_a_copy_follows_its_batch_mate_when_another_process_stored_the_story_first(postgres, fake_embedder):
+    """PostgreSQL writers prepare a batch before they take the write lock: meanwhile another process
+    may store the same story under another id, and a copy folded into a batch-mate must follow."""
+    from conftest import make_ingestor
+
+    url = upgraded_database(postgres, fake_embedder)
+    stores = [PostgresStore(url, model_name=fake_embedder.name, dim=fake_embedder.dim) for _ in range(2)]
+    try:
+        original = article("Floods force thousands from homes", WIRE, outlet="Wire Service", collection="guild:1")
+        copy = article("Thousands flee as valley floods", "By a staff writer. " + WIRE, outlet="Daily Paper",
+                       collection="guild:9")
+        elsewhere = article("Floods: thousands leave", WIRE, outlet="Other Wire", url="https://other.test/floods")
+
+        def items():
+            yield original
+            yield copy
+            make_ingestor(stores[1], fake_embedder).run([elsewhere])  # the other process, before this one writes
+
+        report = make_ingestor(stores[0], fake_embedder).run(items())
+        assert report.added == [] and report.failed == []
+        assert {(d.article_id, d.of) for d in report.duplicates} == {(original.id, elsewhere.id), (copy.id, elsewhere.id)}
+        meta, _ = stores[0].article(elsewhere.id, collections=("guild:9",))  # the copy's server sees the story
+        assert "Daily Paper" in meta.also_reported_by and stores[0].counts().articles == 1
+    finally:
+        for store in stores:
+            store.close()
 
 
 def feed_of(items: list[tuple[str, str, str]]) -> str:

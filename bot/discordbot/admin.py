@@ -162,6 +162,8 @@ class AdminCommands(commands.Cog):
     @admin_only()
     async def remove(self, interaction: discord.Interaction, *, article: app_commands.Range[str, 1, 2000]) -> None:
         """The option names a title, as its autocomplete offers, or else an article id."""
+        if not article.strip():
+            raise UserError("Name the article to remove: start typing its title.")
         await interaction.response.defer(ephemeral=True, thinking=True)
         own = (guild_collection(interaction.guild_id),)
         service = self.bot.service

@@ -1,4 +1,4 @@
-"""The daily digest, posted to `[discord] digest_channel` at `digest_time` (UTC).
+"""The daily digest, posted to `[discord] digest_channel` at `digest_time` (UTC), once a day.
 
 The digest covers what the channel's server may read: the shared feeds and its own.
 """
@@ -16,6 +16,7 @@ from discord.ext import commands, tasks
 from bot.discordbot.replies import send_to
 from bot.discordbot.scope import filters_for
 from bot.render import render_answer
+from index.store import StoreError
 
 if TYPE_CHECKING:
     from bot.discordbot.client import NewsBot
@@ -51,6 +52,17 @@ class DailyDigest(commands.Cog):
         except Exception:
             # An error escaping a tasks.loop ends the loop for good: log it and try again tomorrow.
             log.error("could not write the digest for channel %s", channel.id, exc_info=True)
+            return
+        # One digest per channel and day, however many processes share the store, and after a
+        # restart: the claim is made last, so a digest that could not be written is not claimed.
+        today = datetime.now(timezone.utc).date()
+        try:
+            claimed = await asyncio.to_thread(self.bot.feeds.claim_digest, channel.id, today)
+        except StoreError as exc:
+            log.warning("could not claim the digest for channel %s: %s", channel.id, exc)
+            return
+        if not claimed:
+            log.info("the digest for channel %s on %s is posted already", channel.id, today)
             return
         try:
             await send_to(channel, render_answer(answer))

@@ -33,7 +33,7 @@ class RateLimited(app_commands.CheckFailure):
 
 
 GENERIC_FAILURE = "Sorry, that didn't work: something went wrong on my side. The details are in the bot's log."
-STORE_UNAVAILABLE = "The news database is not answering right now. Please try again in a minute."
+STORE_UNAVAILABLE = "The news index is busy or out of reach right now. Please try again in a minute."
 
 
 def user_message(error: BaseException) -> str | None:

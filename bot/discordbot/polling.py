@@ -19,7 +19,7 @@ from discord.ext import commands, tasks
 from bot.discordbot.replies import send_to
 from bot.feeds import FeedPoller, PollResult
 from bot.render import render_headlines
-from index.store import Feed
+from index.store import Feed, StoreError
 from index.urls import redact_url
 
 if TYPE_CHECKING:
@@ -48,7 +48,13 @@ class FeedPolling(commands.Cog):
             task.cancel()
 
     async def poll_due(self) -> None:
-        await self.post_headlines(await self.poller.run())
+        try:
+            results = await self.poller.run()
+        except StoreError as exc:
+            # The database is away: an exception would end this loop for good; the next round retries.
+            log.warning("feed polling skipped a round: %s", exc)
+            return
+        await self.post_headlines(results)
 
     def poll_soon(self, feed: Feed) -> None:
         """Read a newly added feed now rather than at the next check."""

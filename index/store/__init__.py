@@ -61,8 +61,23 @@ def open_store(
                        hnsw_m=hnsw_m, hnsw_ef_search=hnsw_ef_search, search_threads=search_threads)
 
 
+def upgrade_database(settings: StoreSettings, *, model_name: str, dim: int,
+                     environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """`newsdesk db upgrade`: the PostgreSQL schema created or brought up to date; (version before, after)."""
+    from index.store.postgres_schema import upgrade_database as upgrade
+
+    return upgrade(database_url(settings, environ), settings, model_name=model_name, dim=dim)
+
+
+def drop_namespace(settings: StoreSettings, environ: Mapping[str, str] = os.environ) -> None:
+    """Deletes [store] schema's namespace in PostgreSQL with all in it (the eval's and the bench's scratch)."""
+    from index.store.postgres_schema import drop_namespace as drop
+
+    drop(database_url(settings, environ), settings)
+
+
 __all__ = [
     "AlsoReported", "ArticleRecord", "DuplicateLookup", "Feed", "FeedRegistry", "NewsStore", "SchemaError",
     "ScoredChunk", "SearchFilters", "StoreCounts", "StoreError", "StoreSettings", "StoreWriter", "StoredChunk",
-    "database_url", "embed_key", "open_store",
+    "database_url", "drop_namespace", "embed_key", "open_store", "upgrade_database",
 ]

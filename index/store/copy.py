@@ -28,8 +28,9 @@ class CopyReport:
                 "already_there": self.present, "feeds_copied": self.feeds, "agree": self.agrees}
 
 
-def copy_store(source: NewsStore, target: NewsStore, *, batch: int = 200, progress: bool = False) -> CopyReport:
-    """Copies in transactions of `batch` articles: a copy stopped halfway is resumed by running it again."""
+def copy_store(source: NewsStore, target: NewsStore, *, batch_chunks: int = 20_000, progress: bool = False) -> CopyReport:
+    """Copies in transactions of about `batch_chunks` chunks (each SQLite commit rewrites its vector
+    file, so not many): a copy stopped halfway is resumed by running it again."""
     if (source.model_name, source.dim) != (target.model_name, target.dim):
         raise ValueError(f"the stores hold different embeddings ({source.model_name}/{source.dim} and "
                          f"{target.model_name}/{target.dim})")
@@ -37,14 +38,17 @@ def copy_store(source: NewsStore, target: NewsStore, *, batch: int = 200, progre
     copied = present = 0
     bar = tqdm(total=before.articles, desc="copy", unit=" articles", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
+    pending = 0
     with target.writer() as writer:
-        for n, record in enumerate(source.export_articles(), 1):
+        for record in source.export_articles():
             if writer.import_article(record):
                 copied += 1
+                pending += len(record.chunks)
             else:
                 present += 1
-            if n % batch == 0:
+            if pending >= batch_chunks:
                 writer.commit()
+                pending = 0
             bar.update()
         writer.commit()
     bar.close()

@@ -18,21 +18,24 @@ from datetime import datetime
 
 import numpy as np
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from index.article import Article, ArticleMeta, Chunk
 from index.dedup import Fingerprint
 from index.store.postgres_db import Database
 from index.store.postgres_feeds import PostgresFeedRegistry
-from index.store.postgres_schema import TEXT_SEARCH_CONFIG, check_schema
+from index.store.postgres_schema import BM25_TITLE_WEIGHT, CHAMPIONS, TEXT_SEARCH_CONFIG, bm25_impact, check_schema
 from index.store.types import (
-    AlsoReported, ArticleRecord, ScoredChunk, SearchFilters, StoreCounts, StoredChunk, StoreSettings,
+    AlsoReported, ArticleRecord, ScoredChunk, SearchFilters, StoreCounts, StoredChunk, StoreError, StoreSettings,
 )
 
-_WRITE_LOCK = 0x6E657773_64736B02  # pg_advisory_xact_lock's key: one writing transaction at a time
-_WORD = re.compile(r"\w+")
-# FTS5's BM25 constants and column weights (title 0.5, passage 1.0), so both backends rank alike.
-_K1, _B, _TITLE_WEIGHT = 1.2, 0.75, 0.5
+_WRITE_LOCK = 0x6E657773  # pg_advisory_xact_lock's first key ("news"); the schema's hash is the second
+_WORD = re.compile(r"[^\W_]+")  # a word as FTS5's unicode61 tokenizer cuts it: "_" separates
 _BATCH = 500
+# A lexical search scores every chunk with a query word up to this many such chunks (measured: 5,000
+# cost about 30 ms), and each word's champions past it.
+EXACT_POSTINGS = 5000
+_CHUNKS_PER_STATEMENT = 2000
 _TABLES = ("articles", "article_collections", "also_reported", "lsh", "chunks", "lexeme_stats", "corpus_stats", "feeds",
            "digests", "newsdesk_meta")
 
@@ -55,7 +58,7 @@ def _filter_sql(filters: SearchFilters) -> tuple[str, list]:
     if filters.collections is not None:
         clauses.append("EXISTS (SELECT 1 FROM article_collections ac WHERE ac.article = a.pk AND ac.collection = ANY(%s))")
         params.append(list(filters.collections))
-    if filters.article_id:
+    if filters.article_id is not None:
         clauses.append("a.id = %s")
         params.append(filters.article_id)
     return " AND ".join(clauses), params
@@ -97,12 +100,8 @@ def _find_near_duplicate(conn: psycopg.Connection, fingerprint: Fingerprint, thr
         "ORDER BY a.pk",
         (list(fingerprint.bands),),
     )
-    best, best_score = None, threshold
-    for article_id, blob in rows:
-        score = fingerprint.similarity(np.frombuffer(blob, dtype=np.uint64))
-        if score >= best_score:
-            best, best_score = article_id, score
-    return best
+    return fingerprint.best_match(((article_id, np.frombuffer(blob, dtype=np.uint64)) for article_id, blob in rows),
+                                  threshold)
 
 
 class PostgresStore:
@@ -111,10 +110,11 @@ class PostgresStore:
     backend = "postgres"
 
     def __init__(self, url: str, *, model_name: str, dim: int, settings: StoreSettings | None = None,
-                 hnsw_ef_search: int = 256) -> None:
+                 hnsw_ef_search: int = 256, exact_postings: int = EXACT_POSTINGS) -> None:
         if dim < 1:
             raise ValueError("dim must be positive")
         self.model_name, self.dim = model_name, dim
+        self.exact_postings = exact_postings
         self.db = Database(
             url, settings or StoreSettings(backend="postgres"),
             # Iterative scans (pgvector 0.8): a filtered HNSW search goes on until it has k rows.
@@ -123,7 +123,7 @@ class PostgresStore:
         # On a connection of its own: the pool's connections need the vector type, which a database
         # not yet upgraded lacks.
         with self.db.connect() as conn, self.db.guard():
-            check_schema(conn, model_name=model_name, dim=dim)
+            check_schema(conn, model_name=model_name, dim=dim, namespace=self.db.schema)
         self.feeds = PostgresFeedRegistry(self.db)
 
     def close(self) -> None:
@@ -156,33 +156,38 @@ class PostgresStore:
 
     def lexical_search(self, terms: Sequence[str], k: int, filters: SearchFilters) -> list[ScoredChunk]:
         """BM25 over chunk passages and titles, as FTS5 computes it (k1 1.2, b 0.75, the title
-        weighing half, idf floored at 1e-6), on PostgreSQL's English lexemes."""
+        weighing half, idf floored at 1e-6), on PostgreSQL's English lexemes.
+
+        When the query's words occur in few chunks (at most `exact_postings` between them), every
+        chunk with any of them is scored. Past that, a question of common words would score tens of
+        thousands of chunks: then the candidates are each word's champions (its best-scoring chunks,
+        kept by the triggers) and the chunks that have every word, scored exactly, and a filter that
+        leaves fewer than k of them is searched in full.
+        """
         if not terms or k < 1:
             return []
+        text = " ".join(terms)
         where, params = _filter_sql(filters)
         join = "JOIN articles a ON a.pk = c.article" if filters.active else ""
-        sql = f"""
-            WITH q AS (
-                SELECT s.lexeme, greatest(ln((n.chunks - s.chunks + 0.5) / (s.chunks + 0.5)), 1e-6) AS idf
-                FROM (SELECT DISTINCT unnest(tsvector_to_array(to_tsvector('{TEXT_SEARCH_CONFIG}', %s)))) AS l(lexeme)
-                JOIN lexeme_stats s ON s.lexeme = l.lexeme CROSS JOIN corpus_stats n
-            ), query AS (
-                SELECT array_agg(lexeme) AS lexemes, string_agg(quote_literal(lexeme), ' | ')::tsquery AS tsq FROM q
-            ), hits AS (
-                -- each candidate's tsvector cut down to the query's lexemes (weight B marks them)
-                SELECT c.id, c.term_count, c.title_end, ts_filter(setweight(c.terms, 'B', query.lexemes), '{{b}}') AS found
-                FROM query, chunks c {join} WHERE c.terms @@ query.tsq AND {where}
-            )
-            SELECT h.id, sum(q.idf * t.tf * {_K1 + 1} / (t.tf + {_K1} * ({1 - _B} + {_B} * h.term_count / avg.dl))) AS score
-            FROM hits h
-            CROSS JOIN LATERAL (
-                SELECT u.lexeme, sum(CASE WHEN p <= h.title_end THEN {_TITLE_WEIGHT} ELSE 1.0 END) AS tf
-                FROM unnest(h.found) AS u, unnest(u.positions) AS p GROUP BY u.lexeme
-            ) AS t
-            JOIN q ON q.lexeme = t.lexeme
-            CROSS JOIN (SELECT term_count::float8 / greatest(chunks, 1) AS dl FROM corpus_stats) AS avg
-            GROUP BY h.id ORDER BY score DESC, h.id LIMIT %s"""
-        rows = self.db.rows(sql, (" ".join(terms), *params, k))
+        every_match = f"FROM query, chunks c {join} WHERE c.terms @@ query.tsq AND {where}"
+        with self.db.connection() as conn:
+            postings = conn.execute(
+                f"SELECT coalesce(sum(s.chunks), 0) FROM (SELECT DISTINCT unnest(tsvector_to_array("
+                f"to_tsvector('{TEXT_SEARCH_CONFIG}', %s)))) AS l(lexeme) JOIN lexeme_stats s ON s.lexeme = l.lexeme",
+                (text,),
+            ).fetchone()[0]
+            if postings <= self.exact_postings:
+                rows = conn.execute(_bm25_sql(every_match), (text, *params, k)).fetchall()
+            else:
+                champions = f"""FROM query, (
+                        SELECT ch.chunk AS id FROM q CROSS JOIN LATERAL (
+                            SELECT chunk FROM lexeme_champions lc WHERE lc.lexeme = q.lexeme
+                            ORDER BY lc.impact DESC LIMIT {CHAMPIONS}) AS ch
+                        UNION (SELECT c.id FROM chunks c, query WHERE c.terms @@ query.every LIMIT {CHAMPIONS})
+                    ) AS candidates JOIN chunks c ON c.id = candidates.id {join} WHERE {where}"""
+                rows = conn.execute(_bm25_sql(champions), (text, *params, k)).fetchall()
+                if filters.active and len(rows) < k:
+                    rows = conn.execute(_bm25_sql(every_match), (text, *params, k)).fetchall()
         return [(chunk_id, float(score)) for chunk_id, score in rows]
 
     # -- reads ---------------------------------------------------------------------------------
@@ -231,12 +236,6 @@ class PostgresStore:
             (list(article_ids),), binary=True,
         )
         return {article_id: vector.to_numpy() for article_id, vector in rows}
-
-    def chunk_vectors(self, chunk_ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.db.rows("SELECT id, embedding FROM chunks WHERE id = ANY(%s)", ([int(i) for i in chunk_ids],),
-                            binary=True)
-        vectors = np.array([v.to_numpy() for _, v in rows], dtype=np.float32).reshape(len(rows), self.dim)
-        return np.array([r[0] for r in rows], dtype=np.int64), vectors
 
     def cached_vectors(self, embed_keys: Iterable[str]) -> dict[str, np.ndarray]:
         """Embeddings are kept with their chunks: a text is cached while a chunk with it is stored."""
@@ -332,13 +331,39 @@ class PostgresStore:
 
     @contextmanager
     def writer(self) -> Iterator[PostgresWriter]:
-        """A writer on a connection of its own; what it has not committed is rolled back at the end."""
-        with self.db.connection() as conn:
-            writer = PostgresWriter(self, conn)
-            try:
-                yield writer
-            finally:
-                writer.rollback()
+        """A writer; what it has not committed when the block ends is rolled back."""
+        writer = PostgresWriter(self)
+        try:
+            yield writer
+        finally:
+            writer.rollback()
+
+
+def _bm25_sql(candidates: str) -> str:
+    """BM25 of the chunks that `candidates` (a FROM clause over `query` and `chunks c`) yields, for
+    the lexemes of the text bound first; `q` and `query` are the query's lexemes with their idf."""
+    return f"""
+        WITH q AS (
+            SELECT s.lexeme, greatest(ln((n.chunks - s.chunks + 0.5) / (s.chunks + 0.5)), 1e-6) AS idf
+            FROM (SELECT DISTINCT unnest(tsvector_to_array(to_tsvector('{TEXT_SEARCH_CONFIG}', %s)))) AS l(lexeme)
+            JOIN lexeme_stats s ON s.lexeme = l.lexeme CROSS JOIN corpus_stats n
+        ), query AS (
+            SELECT array_agg(lexeme) AS lexemes, string_agg(quote_literal(lexeme), ' | ')::tsquery AS tsq,
+                   string_agg(quote_literal(lexeme), ' & ')::tsquery AS every FROM q
+        ), hits AS (
+            -- each candidate's tsvector cut down to the query's lexemes (weight B marks them)
+            SELECT c.id, c.term_count, c.title_end, ts_filter(setweight(c.terms, 'B', query.lexemes), '{{b}}') AS found
+            {candidates}
+        )
+        SELECT h.id, sum(q.idf * {bm25_impact("t.tf", "h.term_count", "avg.dl")}) AS score
+        FROM hits h
+        CROSS JOIN LATERAL (
+            SELECT u.lexeme, sum(CASE WHEN p <= h.title_end THEN {BM25_TITLE_WEIGHT} ELSE 1.0 END) AS tf
+            FROM unnest(h.found) AS u, unnest(u.positions) AS p GROUP BY u.lexeme
+        ) AS t
+        JOIN q ON q.lexeme = t.lexeme
+        CROSS JOIN (SELECT term_count::float8 / greatest(chunks, 1) AS dl FROM corpus_stats) AS avg
+        GROUP BY h.id ORDER BY score DESC, h.id LIMIT %s"""
 
 
 def _grouped(cursor) -> dict[int, list[tuple]]:
@@ -351,18 +376,26 @@ def _grouped(cursor) -> dict[int, list[tuple]]:
 
 class PostgresWriter:
     """Changes in one transaction, which begins with the write lock taken: two processes never
-    decide at the same moment that the same story is new. `commit` ends it; the next call begins another."""
+    decide at the same moment that the same story is new. The connection is taken from the pool
+    when the transaction begins and given back when it ends, so a writer reading feeds between
+    batches holds none. `commit` ends the transaction; the next call begins another."""
 
-    def __init__(self, store: PostgresStore, conn: psycopg.Connection) -> None:
-        self.store, self.conn = store, conn
-        self._open = False
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self.conn: psycopg.Connection | None = None
+        self._chunks: list[tuple] = []  # rows for `chunks`, written together (see _write_chunks)
 
     def _begin(self) -> psycopg.Connection:
-        if not self._open:
+        if self.conn is None:
+            conn = self.store.db.acquire()
+            self.conn = conn
             with self.store.db.guard():
-                self.conn.execute("BEGIN")
-                self._open = True
-                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+                # Read committed, whatever the database's default: each statement must see the other
+                # writers' commits up to the moment it runs, not a snapshot from before the lock.
+                conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                # One writer per schema at a time; the schema's name keys the lock, so the eval's or
+                # another deployment's writers do not wait on this one.
+                conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '')))", (_WRITE_LOCK,))
         return self.conn
 
     @contextmanager
@@ -402,8 +435,8 @@ class PostgresWriter:
             )
 
     def add_article(self, article: Article, chunks: Sequence[Chunk], fingerprint: Fingerprint,
-                    embed_keys: Sequence[str], vectors: np.ndarray) -> None:
-        self._insert(article, (article.collection,), (), fingerprint, chunks, embed_keys, vectors)
+                    embed_keys: Sequence[str], vectors: np.ndarray) -> bool:
+        return self._insert(article, (article.collection,), (), fingerprint, chunks, embed_keys, vectors)
 
     def import_article(self, record: ArticleRecord) -> bool:
         return self._insert(record.article, record.collections, record.also_reported, record.fingerprint,
@@ -434,29 +467,44 @@ class PostgresWriter:
                                           [(pk, a.outlet, a.url, a.title) for a in also])
             conn.execute("INSERT INTO lsh SELECT unnest(%s::bigint[]), %s ON CONFLICT DO NOTHING",
                          (list(fingerprint.bands), pk))
-            title_words = len(_WORD.findall(article.title))
-            conn.execute(
-                f"""WITH title AS (SELECT setweight(to_tsvector('{TEXT_SEARCH_CONFIG}', %s), 'A') AS terms),
-                       title_end AS (SELECT coalesce(max(p), 0) AS position
-                                     FROM title, unnest(title.terms) AS u, unnest(u.positions) AS p)
-                INSERT INTO chunks (article, ordinal, start_offset, end_offset, embed_key, embedding, terms, title_end,
-                                    term_count)
-                SELECT %s, c.ordinal, c.start_offset, c.end_offset, c.embed_key, c.embedding,
-                       title.terms || to_tsvector('{TEXT_SEARCH_CONFIG}', c.body), title_end.position, c.term_count
-                FROM title, title_end,
-                     unnest(%s::int[], %s::int[], %s::int[], %s::text[], %s::vector[], %s::text[], %s::int[])
-                     AS c(ordinal, start_offset, end_offset, embed_key, embedding, body, term_count)""",
-                (article.title, pk, [c.ordinal for c in chunks], [c.start for c in chunks], [c.end for c in chunks],
-                 list(embed_keys), [np.asarray(v, dtype=np.float32) for v in vectors], [c.text for c in chunks],
-                 [title_words + len(_WORD.findall(c.text)) for c in chunks]),
-            )
+        title_words = len(_WORD.findall(article.title))
+        self._chunks += [(pk, c.ordinal, c.start, c.end, key, np.asarray(vector, dtype=np.float32), article.title,
+                          c.text, title_words + len(_WORD.findall(c.text)))
+                         for c, key, vector in zip(chunks, embed_keys, vectors)]
+        if len(self._chunks) >= _CHUNKS_PER_STATEMENT:
+            self._write_chunks()
         return True
+
+    def _write_chunks(self) -> None:
+        """The chunks added since the last call, in one statement: the BM25 statistics' trigger then
+        runs once for them all, not once per article (which made a bulk copy ten times slower)."""
+        if not self._chunks:
+            return
+        columns = list(zip(*self._chunks))
+        with self._tx() as conn:
+            conn.execute(
+                f"""INSERT INTO chunks (article, ordinal, start_offset, end_offset, embed_key, embedding, terms,
+                                        title_end, term_count)
+                SELECT c.article, c.ordinal, c.start_offset, c.end_offset, c.embed_key, c.embedding,
+                       title.terms || to_tsvector('{TEXT_SEARCH_CONFIG}', c.body), title_end.position, c.term_count
+                FROM unnest(%s::bigint[], %s::int[], %s::int[], %s::int[], %s::text[], %s::vector[], %s::text[],
+                            %s::text[], %s::int[])
+                     AS c(article, ordinal, start_offset, end_offset, embed_key, embedding, title, body, term_count)
+                CROSS JOIN LATERAL (SELECT setweight(to_tsvector('{TEXT_SEARCH_CONFIG}', c.title), 'A') AS terms) AS title
+                CROSS JOIN LATERAL (SELECT coalesce(max(p), 0) AS position
+                                    FROM unnest(title.terms) AS u, unnest(u.positions) AS p) AS title_end""",
+                [list(column) for column in columns],
+            )
+        self._chunks.clear()
 
     def remove_articles(self, *, article_id: str | None = None, before: datetime | None = None,
                         collections: tuple[str, ...] | None = None) -> list[str]:
         if article_id is None and before is None and collections is None:
             raise ValueError("say which articles to remove: an id, an age or collections")
+        if article_id is not None and not article_id.strip():
+            raise ValueError("an article id cannot be blank")
         where, params = _filter_sql(SearchFilters(until=before, collections=collections, article_id=article_id))
+        self._write_chunks()
         with self._tx() as conn:
             rows = conn.execute(f"SELECT a.pk, a.id FROM articles a WHERE {where} ORDER BY a.pk", params).fetchall()
             doomed = [r[0] for r in rows]
@@ -474,15 +522,25 @@ class PostgresWriter:
         return [r[1] for r in rows]
 
     def commit(self) -> None:
-        if self._open:
-            with self.store.db.guard():
-                self.conn.execute("COMMIT")
-            self._open = False
+        if self.conn is None:
+            return
+        self._write_chunks()
+        with self.store.db.guard():
+            if self.conn.info.transaction_status == TransactionStatus.INERROR:
+                raise StoreError("a statement of this write failed, so PostgreSQL rolled the whole batch back")
+            self.conn.execute("COMMIT")
+        self._release()
 
     def rollback(self) -> None:
-        if self._open:
-            self._open = False
-            try:
-                self.conn.execute("ROLLBACK")
-            except psycopg.Error:
-                pass  # the connection is gone, and with it the transaction; the pool discards it
+        self._chunks.clear()
+        if self.conn is None:
+            return
+        try:
+            self.conn.execute("ROLLBACK")
+        except psycopg.Error:
+            pass  # the connection is gone, and with it the transaction; the pool discards it
+        self._release()
+
+    def _release(self) -> None:
+        conn, self.conn = self.conn, None
+        self.store.db.release(conn)

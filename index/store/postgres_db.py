@@ -9,6 +9,7 @@ gets a fresh one.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import unquote, urlsplit
@@ -53,21 +54,31 @@ class Database:
             "application_name": "newsdesk",
         }
         self._timeout = settings.connect_timeout_seconds
-        pool_size = settings.pool_size
+        self._statement_timeout = settings.statement_timeout_seconds
+        self._pool_size = settings.pool_size
         with self.guard():
             try:
                 psycopg.conninfo.conninfo_to_dict(url)
             except psycopg.ProgrammingError:
                 raise StoreError("the database URL is not valid: expected postgresql://user:password@host:port/database") from None
         self._url = url
-        self.pool = psycopg_pool.ConnectionPool(
-            url, kwargs={**self._connect_kwargs, "autocommit": True}, min_size=1, max_size=pool_size,
-            configure=self._configure, check=psycopg_pool.ConnectionPool.check_connection, timeout=self._timeout,
-            open=False, name="newsdesk",
-            # Give up a reconnection soon, so that the next request starts a fresh attempt: left to
-            # its exponential backoff, the pool could wait a minute after the database is back.
-            reconnect_timeout=max(1.0, self._timeout),
-        )
+        self._pool: psycopg_pool.ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+
+    @property
+    def pool(self) -> psycopg_pool.ConnectionPool:
+        """The pool, made and opened on first use: `db upgrade` and schema checks never start one."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = psycopg_pool.ConnectionPool(
+                    self._url, kwargs={**self._connect_kwargs, "autocommit": True}, min_size=1,
+                    max_size=self._pool_size, configure=self._configure,
+                    check=psycopg_pool.ConnectionPool.check_connection, timeout=self._timeout, name="newsdesk",
+                    # Give up a reconnection soon, so that the next request starts a fresh attempt: left
+                    # to its exponential backoff, the pool could wait a minute after the database is back.
+                    reconnect_timeout=max(1.0, self._timeout), open=True,
+                )
+            return self._pool
 
     def _configure(self, conn: psycopg.Connection) -> None:
         register_vector(conn)
@@ -98,8 +109,13 @@ class Database:
         except StoreError:
             raise
         except psycopg_pool.PoolTimeout:
-            raise StoreError(f"PostgreSQL did not answer within {self._timeout:g} s: is it running, and is "
-                             "the database URL right?") from None
+            raise StoreError(f"PostgreSQL did not answer within {self._timeout:g} s (or all {self._pool_size} "
+                             "connections of [store] pool_size were busy): is it running, and is the database URL "
+                             "right?") from None
+        except psycopg.errors.QueryCanceled:
+            raise StoreError(f"PostgreSQL stopped a statement that took longer than {self._statement_timeout:g} s "
+                             "([store] statement_timeout_seconds): the database is overloaded, or a lock is held "
+                             "too long") from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             reason = self.describe(exc)
             if "connection option" in reason or "invalid URI" in reason:  # libpq read the URL and gave up
@@ -111,15 +127,23 @@ class Database:
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
-        """A pooled connection (autocommit); the pool opens on first use, so `db upgrade` never starts it."""
+        """A pooled connection, in autocommit mode, for the length of the block."""
+        with self.guard(), self.pool.connection() as conn:
+            yield conn
+
+    def acquire(self) -> psycopg.Connection:
+        """A pooled connection to hold past one block (a writer's transaction); give it back with `release`."""
         with self.guard():
-            self.pool.open()
-            with self.pool.connection() as conn:
-                yield conn
+            return self.pool.getconn()
+
+    def release(self, conn: psycopg.Connection) -> None:
+        self.pool.putconn(conn)  # a broken connection is discarded, an open transaction rolled back
 
     def rows(self, sql: str, params=(), *, binary: bool = False) -> list[tuple]:
         with self.connection() as conn:
             return conn.execute(sql, params, binary=binary).fetchall()
 
     def close(self) -> None:
-        self.pool.close()
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()

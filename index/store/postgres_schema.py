@@ -120,15 +120,117 @@ def _initial(dim: int) -> list[str]:
     ]
 
 
-MIGRATIONS = [Migration(1, "articles, chunks with pgvector and full-text search, BM25 statistics, feeds", _initial)]
+# BM25 as FTS5 computes it: k1, b, and the title's weight against the passage's (1.0).
+BM25_K1, BM25_B, BM25_TITLE_WEIGHT = 1.2, 0.75, 0.5
+# Each lexeme keeps its best-scoring chunks (at least this many, at most twice): a search over common
+# words scores those instead of every chunk that has them.
+CHAMPIONS = 250
+
+
+def bm25_impact(tf: str, term_count: str, avgdl: str) -> str:
+    """SQL for a term's BM25 weight in a chunk without the idf: what orders a lexeme's champions."""
+    return f"({tf} * {BM25_K1 + 1} / ({tf} + {BM25_K1} * ({1 - BM25_B} + {BM25_B} * {term_count} / {avgdl})))"
+
+
+def _champions(dim: int) -> list[str]:
+    per_term_tf = (f"SELECT u.lexeme, sum(CASE WHEN p <= c.title_end THEN {BM25_TITLE_WEIGHT} ELSE 1.0 END) AS tf "
+                   "FROM unnest(c.terms) AS u, unnest(u.positions) AS p GROUP BY u.lexeme")
+    return [
+        # Kept by the chunk triggers, not by foreign keys: a cascade would run after the triggers
+        # that count the lists.
+        "CREATE TABLE lexeme_champions (lexeme text NOT NULL, chunk bigint NOT NULL, impact real NOT NULL)",
+        "CREATE INDEX lexeme_champions_best ON lexeme_champions (lexeme, impact DESC)",
+        "CREATE INDEX lexeme_champions_chunk ON lexeme_champions (chunk)",
+        """ALTER TABLE lexeme_stats ADD COLUMN champions int NOT NULL DEFAULT 0,
+                                    ADD COLUMN champion_floor real NOT NULL DEFAULT 0""",
+        f"CREATE INDEX lexeme_stats_crowded ON lexeme_stats (lexeme) WHERE champions > {2 * CHAMPIONS}",
+        f"""CREATE FUNCTION newsdesk_enter_champions(ids bigint[]) RETURNS void LANGUAGE plpgsql AS $$
+        DECLARE
+            avgdl float8;
+        BEGIN
+            SELECT term_count::float8 / greatest(chunks, 1) INTO avgdl FROM corpus_stats;
+            WITH postings AS (
+                SELECT t.lexeme, c.id AS chunk, {bm25_impact("t.tf", "c.term_count", "avgdl")}::real AS impact
+                FROM chunks c CROSS JOIN LATERAL ({per_term_tf}) AS t
+                WHERE c.id = ANY(ids)
+            ), entered AS (
+                INSERT INTO lexeme_champions (lexeme, chunk, impact)
+                SELECT p.lexeme, p.chunk, p.impact FROM postings p JOIN lexeme_stats s ON s.lexeme = p.lexeme
+                WHERE p.impact > s.champion_floor
+                RETURNING lexeme
+            )
+            UPDATE lexeme_stats s SET champions = s.champions + e.n
+                FROM (SELECT lexeme, count(*) AS n FROM entered GROUP BY lexeme) AS e WHERE s.lexeme = e.lexeme;
+            -- A list past twice its size keeps its best {CHAMPIONS}; what enters later must beat the last of them.
+            WITH ranked AS (
+                SELECT c.ctid AS row, c.lexeme, c.impact,
+                       row_number() OVER (PARTITION BY c.lexeme ORDER BY c.impact DESC, c.chunk) AS rank
+                FROM lexeme_champions c
+                WHERE c.lexeme IN (SELECT lexeme FROM lexeme_stats WHERE champions > {2 * CHAMPIONS})
+            ), dropped AS (
+                DELETE FROM lexeme_champions c USING ranked r WHERE c.ctid = r.row AND r.rank > {CHAMPIONS}
+            )
+            UPDATE lexeme_stats s SET champions = {CHAMPIONS}, champion_floor = r.impact
+                FROM ranked r WHERE r.rank = {CHAMPIONS} AND s.lexeme = r.lexeme;
+        END $$""",
+        """CREATE OR REPLACE FUNCTION newsdesk_chunks_added() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO lexeme_stats (lexeme, chunks)
+                SELECT lexeme, count(*) FROM added, unnest(tsvector_to_array(added.terms)) AS lexeme GROUP BY lexeme
+                ON CONFLICT (lexeme) DO UPDATE SET chunks = lexeme_stats.chunks + excluded.chunks;
+            UPDATE corpus_stats SET chunks = corpus_stats.chunks + n, term_count = corpus_stats.term_count + terms
+                FROM (SELECT count(*) AS n, coalesce(sum(term_count), 0) AS terms FROM added) AS d;
+            PERFORM newsdesk_enter_champions(ARRAY(SELECT id FROM added));
+            RETURN NULL;
+        END $$""",
+        f"""CREATE OR REPLACE FUNCTION newsdesk_chunks_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            -- A list that falls below its size takes any chunk again, until it is full.
+            WITH gone AS (DELETE FROM lexeme_champions c USING removed r WHERE c.chunk = r.id RETURNING c.lexeme)
+            UPDATE lexeme_stats s SET champions = s.champions - g.n,
+                   champion_floor = CASE WHEN s.champions - g.n < {CHAMPIONS} THEN 0 ELSE s.champion_floor END
+                FROM (SELECT lexeme, count(*) AS n FROM gone GROUP BY lexeme) AS g WHERE s.lexeme = g.lexeme;
+            UPDATE lexeme_stats SET chunks = lexeme_stats.chunks - d.n
+                FROM (SELECT lexeme, count(*) AS n FROM removed, unnest(tsvector_to_array(removed.terms)) AS lexeme
+                      GROUP BY lexeme) AS d
+                WHERE lexeme_stats.lexeme = d.lexeme;
+            DELETE FROM lexeme_stats WHERE chunks <= 0;
+            UPDATE corpus_stats SET chunks = corpus_stats.chunks - n, term_count = corpus_stats.term_count - terms
+                FROM (SELECT count(*) AS n, coalesce(sum(term_count), 0) AS terms FROM removed) AS d;
+            RETURN NULL;
+        END $$""",
+        # The chunks stored before: entered in slices, so that the lists are trimmed as they grow.
+        """DO $$
+        DECLARE
+            low bigint := 0;
+            high bigint;
+        BEGIN
+            LOOP
+                SELECT max(id) INTO high FROM (SELECT id FROM chunks WHERE id > low ORDER BY id LIMIT 5000) AS slice;
+                EXIT WHEN high IS NULL;
+                PERFORM newsdesk_enter_champions(ARRAY(SELECT id FROM chunks WHERE id > low AND id <= high));
+                low := high;
+            END LOOP;
+        END $$""",
+    ]
+
+
+MIGRATIONS = [
+    Migration(1, "articles, chunks with pgvector and full-text search, BM25 statistics, feeds", _initial),
+    Migration(2, "each lexeme's best-scoring chunks, so that BM25 over common words stays fast", _champions),
+]
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
-def _meta(conn: psycopg.Connection) -> dict[str, str] | None:
-    """newsdesk_meta as a dict, or None in a database newsdesk has not set up."""
-    if conn.execute("SELECT to_regclass('newsdesk_meta')").fetchone()[0] is None:
+def _meta(conn: psycopg.Connection, namespace: str) -> dict[str, str] | None:
+    """newsdesk_meta of this namespace (the search path's first schema when empty) as a dict, or None
+    where newsdesk has not set up: another namespace's tables further down the path do not count."""
+    namespace = namespace or conn.execute("SELECT current_schema()").fetchone()[0]
+    if namespace is None or conn.execute("SELECT to_regclass(format('%%I.newsdesk_meta', %s::text))",
+                                         (namespace,)).fetchone()[0] is None:
         return None
-    return dict(conn.execute("SELECT key, value FROM newsdesk_meta").fetchall())
+    table = sql.Identifier(namespace, "newsdesk_meta")
+    return dict(conn.execute(sql.SQL("SELECT key, value FROM {}").format(table)).fetchall())
 
 
 def _model(model_name: str, dim: int) -> str:
@@ -141,14 +243,15 @@ def _check_model(meta: dict[str, str], model_name: str, dim: int) -> None:
                          "use another database or the model it was built with")
 
 
-def check_schema(conn: psycopg.Connection, *, model_name: str, dim: int) -> None:
+def check_schema(conn: psycopg.Connection, *, model_name: str, dim: int, namespace: str = "") -> None:
     """SchemaError (or StoreError for another model) unless the database is ready for this newsdesk."""
     if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
         raise SchemaError("the pgvector extension is not installed in this database: run `newsdesk db upgrade` "
                           "(as a role that may CREATE EXTENSION vector)")
-    meta = _meta(conn)
+    meta = _meta(conn, namespace)
     if meta is None:
-        raise SchemaError("the database has no newsdesk tables yet: run `newsdesk db upgrade`")
+        where = f"schema {namespace} of the database" if namespace else "the database"
+        raise SchemaError(f"{where} has no newsdesk tables yet: run `newsdesk db upgrade`")
     version = int(meta["schema_version"])
     if version < SCHEMA_VERSION:
         raise SchemaError(f"the database schema is version {version}, this newsdesk needs {SCHEMA_VERSION}: "
@@ -178,6 +281,7 @@ def drop_namespace(url: str, settings: StoreSettings) -> None:
 def upgrade(conn: psycopg.Connection, *, model_name: str, dim: int, namespace: str = "",
             migrations: list[Migration] = MIGRATIONS) -> tuple[int, int]:
     """Apply the migrations the database lacks, each in its own transaction; (version before, after)."""
+    conn.execute("SET statement_timeout = 0")  # a migration may rewrite every chunk: no limit for this connection
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         if namespace:
@@ -193,7 +297,7 @@ def upgrade(conn: psycopg.Connection, *, model_name: str, dim: int, namespace: s
                 "CREATE EXTENSION vector in this database"
             ) from None
         conn.execute("CREATE TABLE IF NOT EXISTS newsdesk_meta (key text PRIMARY KEY, value text NOT NULL)")
-        meta = _meta(conn) or {}
+        meta = _meta(conn, namespace) or {}
         if "model" in meta:
             _check_model(meta, model_name, dim)
         else:

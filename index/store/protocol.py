@@ -38,8 +38,9 @@ class StoreWriter(DuplicateLookup, Protocol):
     killed before it leaves nothing behind. After `commit` the writer starts the next transaction."""
 
     def add_article(self, article: Article, chunks: Sequence[Chunk], fingerprint: Fingerprint,
-                    embed_keys: Sequence[str], vectors: np.ndarray) -> None:
-        """A new article in `article.collection`, with one embedding row per chunk."""
+                    embed_keys: Sequence[str], vectors: np.ndarray) -> bool:
+        """A new article in `article.collection`, with one embedding row per chunk; False if an
+        article with its id is stored already."""
 
     def add_collection(self, article_id: str, collection: str) -> bool:
         """Make a stored article visible to another collection; True if it was not already."""
@@ -109,9 +110,6 @@ class NewsStore(DuplicateLookup, Protocol):
 
     def lede_vectors(self, article_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The embedding of each article's opening passage: what a story is about, for grouping."""
-
-    def chunk_vectors(self, chunk_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of the chunks still present, in no set order."""
 
     def cached_vectors(self, embed_keys: Iterable[str]) -> dict[str, np.ndarray]:
         """The stored embeddings among these keys (index.store.types.embed_key)."""

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import faiss
@@ -30,7 +30,7 @@ import numpy as np
 
 from index.article import Article, ArticleMeta, Chunk
 from index.dedup import Fingerprint
-from index.store.sqlite_feeds import SQLiteFeedRegistry
+from index.store.sqlite_feeds import SQLiteFeedRegistry, from_timestamp
 from index.store.types import (
     AlsoReported,
     ArticleRecord,
@@ -48,6 +48,7 @@ _BIND_BATCH = 900  # values bound per statement: SQLite's default limit is 999
 # A filter letting up to this many chunks through is searched exactly over those chunks; a broader
 # one is applied to a wider vector search's results.
 EXACT_FILTER_LIMIT = 20_000
+WIDEST_GRAPH_SEARCH = 4096
 
 
 def _in_batches(values: list) -> Iterator[tuple[list, str]]:
@@ -129,10 +130,6 @@ def _ts(value: datetime | None) -> float | None:
     return value.timestamp() if value else None
 
 
-def _dt(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, timezone.utc) if value is not None else None
-
-
 def _filter_sql(filters: SearchFilters) -> tuple[str, list]:
     """A WHERE clause over `articles a` for the filters."""
     clauses, params = ["1"], []
@@ -154,7 +151,7 @@ def _filter_sql(filters: SearchFilters) -> tuple[str, list]:
         marks = ",".join("?" * len(filters.collections)) or "NULL"
         clauses.append(f"a.rowid IN (SELECT article FROM article_collections WHERE collection IN ({marks}))")
         params += list(filters.collections)
-    if filters.article_id:
+    if filters.article_id is not None:
         clauses.append("a.id = ?")
         params.append(filters.article_id)
     return " AND ".join(clauses), params
@@ -284,7 +281,7 @@ class SQLiteStore:
 
     def _load_index(self, generation: int) -> faiss.Index:
         path = self._faiss_path(generation)
-        expected = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        expected = self._total_chunks()
         if path.exists():
             try:
                 index = faiss.read_index(str(path))
@@ -325,7 +322,8 @@ class SQLiteStore:
         vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
         return ids, np.ascontiguousarray(vectors)
 
-    def chunk_vectors(self, chunk_ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+    def _chunk_vectors(self, chunk_ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the chunks still present, for an exact search over a filter's chunks."""
         ids = [int(i) for i in chunk_ids]  # SQLite takes no numpy integers
         out_ids, out_vecs = [], []
         for part, marks in _in_batches(ids):
@@ -358,7 +356,7 @@ class SQLiteStore:
             return []
         if self._is_approximate(index):
             # A graph search under a narrow filter can miss allowed neighbours: score them exactly.
-            ids, vectors = self.chunk_vectors(allowed)
+            ids, vectors = self._chunk_vectors(allowed)
             scores = vectors @ query[0]
             top = np.argsort(-scores)[:k]
             return [(int(ids[i]), float(scores[i])) for i in top]
@@ -376,13 +374,16 @@ class SQLiteStore:
 
     def _search_then_filter(self, index: faiss.Index, query: np.ndarray, k: int,
                             filters: SearchFilters) -> list[ScoredChunk]:
-        """A broad filter: search wider, keep what passes, and widen again until `k` pass."""
+        """A broad filter: search wider, keep what passes, and widen again until `k` pass. A graph
+        search gets no wider than WIDEST_GRAPH_SEARCH (its cost grows with the width): a filter that
+        lets EXACT_FILTER_LIMIT chunks or more through fills k from that many neighbours."""
+        widest = index.ntotal if not self._is_approximate(index) else min(index.ntotal, WIDEST_GRAPH_SEARCH)
         fetch = k * 4
         while True:
-            found = self._faiss_search(index, query, min(fetch, index.ntotal))
+            found = self._faiss_search(index, query, min(fetch, widest))
             passing = self._passing(filters, [chunk_id for chunk_id, _ in found])
             kept = [(chunk_id, score) for chunk_id, score in found if chunk_id in passing]
-            if len(kept) >= k or fetch >= index.ntotal:
+            if len(kept) >= k or fetch >= widest:
                 return kept[:k]
             fetch *= 4
 
@@ -454,8 +455,8 @@ class SQLiteStore:
                 also.setdefault(article, []).append(outlet)
         return {
             r[0]: ArticleMeta(
-                id=r[1], title=r[2], outlet=r[3], url=r[4], published=_dt(r[5]), fetched=_dt(r[6]),
-                language=r[7], sort_time=_dt(r[8]), also_reported_by=tuple(also.get(r[0], ())),
+                id=r[1], title=r[2], outlet=r[3], url=r[4], published=from_timestamp(r[5]), fetched=from_timestamp(r[6]),
+                language=r[7], sort_time=from_timestamp(r[8]), also_reported_by=tuple(also.get(r[0], ())),
             )
             for r in rows
         }
@@ -553,15 +554,19 @@ class SQLiteStore:
             "articles": articles,
             "chunks": chunks,
             "outlets": outlets,
-            "newest": _dt(newest).isoformat() if newest else None,
-            "oldest": _dt(oldest).isoformat() if oldest else None,
+            "newest": from_timestamp(newest).isoformat() if newest else None,
+            "oldest": from_timestamp(oldest).isoformat() if oldest else None,
             "model": self.model_name,
             "backend": self.backend,
-            "vector_index": "hnsw" if self._is_approximate(self._vector_index()) else "exact",
+            # The kind the next commit keeps or builds, read without loading the index.
+            "vector_index": "hnsw" if self._total_chunks() > self.exact_search_max else "exact",
             "generation": self._generation(),
             "data_dir": str(self.dir),
             "disk_bytes": self._disk_bytes(),
         }
+
+    def _total_chunks(self) -> int:
+        return self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
 
     def _disk_bytes(self) -> int:
         """The database with its WAL, and the committed generation's FAISS file."""
@@ -597,8 +602,8 @@ class SQLiteStore:
             (self.model_name, rowid),
         ).fetchall()
         article = Article(
-            id=article_id, title=title, text=text, url=url, outlet=outlet, published=_dt(published),
-            fetched=_dt(fetched), language=language, author=author, section=section, source=source or "",
+            id=article_id, title=title, text=text, url=url, outlet=outlet, published=from_timestamp(published),
+            fetched=from_timestamp(fetched), language=language, author=author, section=section, source=source or "",
             collection=collections[0],
         )
         return ArticleRecord(
@@ -649,15 +654,12 @@ def _find_same_text(db: sqlite3.Connection, content_hash: str) -> str | None:
 def _find_near_duplicate(db: sqlite3.Connection, fingerprint: Fingerprint, threshold: float) -> str | None:
     marks = ",".join("?" * len(fingerprint.bands))
     rows = db.execute(
-        f"SELECT a.id, a.signature FROM articles a WHERE a.rowid IN (SELECT article FROM lsh WHERE band_key IN ({marks}))",
+        f"SELECT a.id, a.signature FROM articles a WHERE a.rowid IN (SELECT article FROM lsh WHERE band_key IN ({marks})) "
+        "ORDER BY a.rowid",
         fingerprint.bands,
     )
-    best, best_score = None, threshold
-    for article_id, blob in rows:
-        score = fingerprint.similarity(np.frombuffer(blob, dtype=np.uint64))
-        if score >= best_score:
-            best, best_score = article_id, score
-    return best
+    return fingerprint.best_match(((article_id, np.frombuffer(blob, dtype=np.uint64)) for article_id, blob in rows),
+                                  threshold)
 
 
 def _stored_vectors(db: sqlite3.Connection, model_name: str, embed_keys: Iterable[str]) -> dict[str, bytes]:
@@ -708,20 +710,19 @@ class SQLiteWriter:
             )
 
     def add_article(self, article: Article, chunks: Sequence[Chunk], fingerprint: Fingerprint,
-                    embed_keys: Sequence[str], vectors: np.ndarray) -> None:
-        self._insert(article, (article.collection,), (), fingerprint, chunks, embed_keys, vectors)
+                    embed_keys: Sequence[str], vectors: np.ndarray) -> bool:
+        return self._insert(article, (article.collection,), (), fingerprint, chunks, embed_keys, vectors)
 
     def import_article(self, record: ArticleRecord) -> bool:
-        if self._rowid(record.article.id) is not None:
-            return False
-        self._insert(record.article, record.collections, record.also_reported, record.fingerprint, record.chunks,
-                     record.embed_keys, record.vectors)
-        return True
+        return self._insert(record.article, record.collections, record.also_reported, record.fingerprint,
+                            record.chunks, record.embed_keys, record.vectors)
 
     def _insert(self, article: Article, collections: Sequence[str], also: Sequence[AlsoReported],
-                fingerprint: Fingerprint, chunks: Sequence[Chunk], embed_keys: Sequence[str], vectors: np.ndarray) -> None:
+                fingerprint: Fingerprint, chunks: Sequence[Chunk], embed_keys: Sequence[str], vectors: np.ndarray) -> bool:
         if not (len(chunks) == len(embed_keys) == len(vectors)) or vectors.shape[1:] != (self.store.dim,):
             raise ValueError(f"{article.id}: expected one vector of {self.store.dim} per chunk, got {vectors.shape}")
+        if self._rowid(article.id) is not None:
+            return False
         sort_time = article.published or article.fetched
         rowid = self.db.execute(
             "INSERT INTO articles (id, title, text, url, outlet, author, section, language, source, published, "
@@ -748,11 +749,14 @@ class SQLiteWriter:
             ).lastrowid
             self.db.execute("INSERT INTO chunks_fts (rowid, title, body) VALUES (?, ?, ?)", (chunk_id, article.title, chunk.text))
             self._pending.append((chunk_id, vector))
+        return True
 
     def remove_articles(self, *, article_id: str | None = None, before: datetime | None = None,
                         collections: tuple[str, ...] | None = None) -> list[str]:
         if article_id is None and before is None and collections is None:
             raise ValueError("say which articles to remove: an id, an age or collections")
+        if article_id is not None and not article_id.strip():
+            raise ValueError("an article id cannot be blank")
         clauses, params = ["1"], []
         if article_id is not None:
             clauses.append("a.id = ?")

@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS digests (
 _COLUMNS = "url, collection, channel_id, added_by, from_config, last_polled, last_error, added_at"
 
 
-def _dt(value: float | None) -> datetime | None:
+def from_timestamp(value: float | None) -> datetime | None:
+    """A stored Unix time as an aware datetime (SQLite keeps times as REAL)."""
     return datetime.fromtimestamp(value, timezone.utc) if value is not None else None
 
 
@@ -137,4 +138,4 @@ class SQLiteFeedRegistry:
 
 def _feed(row: tuple) -> Feed:
     url, collection, channel_id, added_by, from_config, last_polled, last_error, added_at = row
-    return Feed(url, collection, channel_id, added_by, bool(from_config), _dt(last_polled), last_error, _dt(added_at))
+    return Feed(url, collection, channel_id, added_by, bool(from_config), from_timestamp(last_polled), last_error, from_timestamp(added_at))

@@ -70,7 +70,8 @@ class SearchFilters:
 
     @property
     def active(self) -> bool:
-        return bool(self.since or self.until or self.outlets or self.collections is not None or self.article_id)
+        return bool(self.since or self.until or self.outlets or self.collections is not None
+                    or self.article_id is not None)
 
     @property
     def moves_with_the_clock(self) -> bool:
