@@ -76,23 +76,12 @@ def check_index(folder: str | Path, *, chunker: Chunker, model_name: str, dim: i
             expected = np.frombuffer(vectors[hash_of[chunk_id]], dtype=np.float32)
             assert np.array_equal(vector, expected), f"chunk {chunk_id}: FAISS vector differs from SQLite's"
 
-    # Every article is whole: exactly the chunks the chunker makes of its text, each with its vector.
-    by_article: dict[int, list[tuple]] = {}
-    for chunk in chunks:
-        by_article.setdefault(chunk[1], []).append(chunk)
-    assert set(by_article) == {a[0] for a in articles}, "an article without chunks"
-    found: dict[str, int] = {}
-    for rowid, article_id, title, text in articles:
-        article = Article(id=article_id, title=title, text=text)
-        expected = chunker.run(article)
-        stored = by_article[rowid]
-        assert [c[2] for c in stored] == list(range(len(expected))), f"{article_id}: chunk ordinals"
-        assert [(c[3], c[4]) for c in stored] == [(e.start, e.end) for e in expected], f"{article_id}: chunk spans"
-        for chunk, want in zip(stored, expected):
-            assert chunk[5] == content_hash(model_name + "\x00" + embed_text(article, want.text))
-            assert chunk[5] in vectors, f"{article_id}: chunk {chunk[2]} has no vector"
-            assert fts[chunk[0]] == (title, want.text), f"{article_id}: FTS row differs from the chunk"
-        found[article_id] = len(stored)
+    def chunk_is_whole(chunk: tuple, article: Article, text: str) -> None:
+        assert chunk[5] in vectors, f"{article.id}: chunk {chunk[2]} has no vector"
+        assert fts[chunk[0]] == (article.title, text), f"{article.id}: FTS row differs from the chunk"
+
+    found = _each_article_whole(articles, [(c[1], c[2], c[3], c[4], c[5], c) for c in chunks], chunker=chunker,
+                                model_name=model_name, check=chunk_is_whole)
 
     # Restart: opening the store leaves only the committed generation's file, and loads it as is.
     store = SQLiteStore(folder, model_name=model_name, dim=dim)
@@ -135,19 +124,34 @@ def check_postgres(url: str, *, chunker: Chunker, model_name: str) -> dict[str, 
     assert totals == (True, True), "corpus statistics differ from the chunks"
     assert champions == 0, f"{champions} lexemes' champion counts are wrong"
     assert strays == 0, f"{strays} champions of chunks that are gone or lack the lexeme"
-    by_article: dict[int, list[tuple]] = {}
+
+    def chunk_is_whole(chunk: tuple, article: Article, text: str) -> None:
+        assert chunk[5] and chunk[6], f"{article.id}: chunk {chunk[1]} lacks its vector or lexemes"
+
+    return _each_article_whole(articles, [(*c[:5], c) for c in chunks], chunker=chunker, model_name=model_name,
+                               check=chunk_is_whole)
+
+
+def _each_article_whole(articles: list[tuple], chunks: list[tuple], *, chunker: Chunker, model_name: str,
+                        check) -> dict[str, int]:
+    """Every article holds exactly the chunks the chunker makes of its text, each under the right
+    embedding key and passing `check(row, article, chunk text)`; returns {article id: chunks}.
+
+    `articles` are (key, id, title, text); `chunks` are (article key, ordinal, start, end, embedding
+    key, row) in order of article and ordinal."""
+    by_article: dict[object, list[tuple]] = {}
     for chunk in chunks:
         by_article.setdefault(chunk[0], []).append(chunk)
     assert set(by_article) == {a[0] for a in articles}, "an article without chunks"
     found: dict[str, int] = {}
-    for pk, article_id, title, text in articles:
+    for key, article_id, title, text in articles:
         article = Article(id=article_id, title=title, text=text)
         expected = chunker.run(article)
-        stored = by_article[pk]
+        stored = by_article[key]
         assert [c[1] for c in stored] == list(range(len(expected))), f"{article_id}: chunk ordinals"
         assert [(c[2], c[3]) for c in stored] == [(e.start, e.end) for e in expected], f"{article_id}: chunk spans"
         for chunk, want in zip(stored, expected):
             assert chunk[4] == content_hash(model_name + "\x00" + embed_text(article, want.text))
-            assert chunk[5] and chunk[6], f"{article_id}: chunk {chunk[1]} lacks its vector or lexemes"
+            check(chunk[5], article, want.text)
         found[article_id] = len(stored)
     return found

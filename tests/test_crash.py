@@ -84,29 +84,40 @@ def worker(tmp_path):
     worker.close()
 
 
+def kill_until_done(worker: Worker, rng: random.Random, job: str, where, *, max_delay: float, check) -> int:
+    """One round: the same ingest killed again and again until a run gets to finish it, `check`ing
+    the store after each kill (it returns {article id: chunks}); returns the number of kills."""
+    source = {article.id for article in stories(ARTICLES)}
+    held: set[str] = set()
+    for kills in range(50):
+        result = worker.run(rng.uniform(0.0, max_delay), job, where, ARTICLES)
+        if not result["killed"]:
+            break
+        found = set(check())
+        assert found <= source, "an article that was never in the source"
+        assert held <= found, "a committed article was lost"
+        held = found
+    else:
+        raise AssertionError("the ingest never finished after 50 restarts")
+    ready, added, duplicates, failed = result["output"].split()
+    assert (ready, failed) == ("ready", "0")
+    assert int(added) == ARTICLES - len(held) and int(duplicates) == len(held)
+    return kills
+
+
 def test_killed_ingests_leave_a_consistent_index_and_resume(tmp_path, worker):
     rng = random.Random(6)
     source = {article.id for article in stories(ARTICLES)}
     kills = rounds = mid_commit = 0
     while kills < MIN_KILLS:
-        # A round: kill the same ingest again and again until a run gets to finish it.
         folder = tmp_path / f"round-{rounds}"
-        held: set[str] = set()
-        for _ in range(50):
-            result = worker.run(rng.uniform(0.0, 0.5), "ingest", folder, ARTICLES)
-            if not result["killed"]:
-                break
-            kills += 1
+
+        def killed(folder=folder) -> dict[str, int]:
+            nonlocal mid_commit
             mid_commit += len(list(folder.glob("vectors-*"))) > 1  # a generation written but not committed
-            found = check(folder)
-            assert set(found) <= source, "an article that was never in the source"
-            assert held <= set(found), "a committed article was lost"
-            held = set(found)
-        else:
-            raise AssertionError("the ingest never finished after 50 restarts")
-        ready, added, duplicates, failed = result["output"].split()
-        assert (ready, failed) == ("ready", "0")
-        assert int(added) == ARTICLES - len(held) and int(duplicates) == len(held)
+            return check(folder)
+
+        kills += kill_until_done(worker, rng, "ingest", folder, max_delay=0.5, check=killed)
         assert set(check(folder)) == source
         rounds += 1
     again = worker.run(-1, "ingest", folder, ARTICLES)
@@ -121,22 +132,8 @@ def test_killed_postgres_ingests_leave_no_partial_article_and_resume(postgres, w
     source = {article.id for article in stories(ARTICLES)}
     kills = rounds = 0
     while kills < POSTGRES_KILLS:
-        url = upgraded_database(postgres, EMBEDDER)  # a round: kill one ingest again and again until it finishes
-        held: set[str] = set()
-        for _ in range(50):
-            result = worker.run(rng.uniform(0.05, 1.0), "ingest-pg", url, ARTICLES)
-            if not result["killed"]:
-                break
-            kills += 1
-            found = check_pg(url)
-            assert set(found) <= source, "an article that was never in the source"
-            assert held <= set(found), "a committed article was lost"
-            held = set(found)
-        else:
-            raise AssertionError("the ingest never finished after 50 restarts")
-        ready, added, duplicates, failed = result["output"].split()
-        assert (ready, failed) == ("ready", "0")
-        assert int(added) == ARTICLES - len(held) and int(duplicates) == len(held)
+        url = upgraded_database(postgres, EMBEDDER)
+        kills += kill_until_done(worker, rng, "ingest-pg", url, max_delay=1.0, check=lambda url=url: check_pg(url))
         assert set(check_pg(url)) == source
         rounds += 1
     print(f"\n{kills} kills in {rounds} rounds of a {ARTICLES}-article ingest into PostgreSQL")
