@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 import discord
 import pytest
 from aiohttp import web
+from conftest import upgraded_database
 from openai_fake import closed_port
 
 from bench.discord_emulator import EPHEMERAL, MANAGE_GUILD, Call, DiscordEmulator
@@ -107,6 +108,16 @@ def bot_config(config, emulator):
     config.fetch.allow_hosts = ["127.0.0.1"]  # the test's own feed server
     config.fetch.fetch_linked_pages = False  # feed items link to hosts that do not exist
     return config
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_backend(request, config, fake_embedder, monkeypatch) -> str:
+    """Runs the test on both storage backends: name it before `indexed`, which builds the service."""
+    if request.param == "postgres":
+        monkeypatch.setenv("NEWSDESK_TEST_DISCORD_DATABASE", upgraded_database(request.getfixturevalue("postgres"),
+                                                                               fake_embedder))
+        config.store.backend, config.store.url_env = "postgres", "NEWSDESK_TEST_DISCORD_DATABASE"
+    return request.param
 
 
 @pytest.fixture
@@ -276,7 +287,8 @@ def test_summary_of_an_article_a_topic_and_the_day(emulator, bot_config, indexed
     assert {a["url"] for a in ARTICLES} <= digest_links and PRIVATE["url"] not in digest_links
 
 
-def test_a_server_never_sees_another_servers_articles(emulator, bot_config, indexed):
+def test_a_server_never_sees_another_servers_articles(any_backend, emulator, bot_config, indexed):
+    assert indexed.store.stats()["backend"] == any_backend
     sent: dict = {}
     general = emulator.channel("general", 0)
     bot_config.discord.digest_channel = general
