@@ -135,6 +135,7 @@ class FeedSettings:
     url: str
     channel: int = 0
     collection: str = "shared"
+    guild: int = 0  # the server of `channel`: with several bot processes, the one holding its shard posts there
 
 
 @dataclass

@@ -30,7 +30,8 @@ def guild_collection(guild_id: int) -> str:
 
 def config_feeds(sources: Iterable[FeedSettings]) -> list[Feed]:
     """The feeds config.toml lists, as the registry keeps them."""
-    return [Feed(url=f.url, collection=f.collection, channel_id=f.channel, from_config=True) for f in sources]
+    return [Feed(url=f.url, collection=f.collection, channel_id=f.channel, from_config=True, guild_id=f.guild)
+            for f in sources]
 
 
 class Ingests(Protocol):

@@ -368,3 +368,48 @@ def test_feeds_restored_elsewhere_keep_their_state(new_store, fake_embedder):
     assert target.restore(source.feeds()) == 2
     assert target.restore(source.feeds()) == 0
     assert target.feeds() == source.feeds()
+
+
+def test_a_due_feed_is_leased_to_one_worker_until_it_is_polled_or_the_lease_ends(new_store, fake_embedder):
+    import time
+
+    registry = new_store(fake_embedder).feeds
+    registry.sync_config([Feed("https://a.test/rss", "shared", channel_id=5, guild_id=77),
+                          Feed("https://b.test/rss", "shared")])
+    registry.add("https://c.test/rss", collection="guild:1", guild_id=1)
+    first = registry.claim_due(every=timedelta(minutes=30), holder="worker-1", lease=timedelta(seconds=1), limit=2)
+    second = registry.claim_due(every=timedelta(minutes=30), holder="worker-2", lease=timedelta(minutes=5))
+    assert len(first) == 2 and len(second) == 1  # every feed once between them
+    assert {f.url for f in first + second} == {"https://a.test/rss", "https://b.test/rss", "https://c.test/rss"}
+    assert {f.url: f.guild_id for f in first + second}["https://a.test/rss"] == 77
+    assert registry.claim_due(every=timedelta(minutes=30), holder="worker-3", lease=timedelta(minutes=5)) == []
+    registry.mark_polled(first[0], when=datetime.now(timezone.utc))  # polled: not due, lease over
+    time.sleep(1.2)  # worker-1's lease on its other feed runs out: it is due again for anyone
+    (taken_over,) = registry.claim_due(every=timedelta(minutes=30), holder="worker-3", lease=timedelta(minutes=5))
+    assert taken_over.url == first[1].url
+
+
+def test_announcements_are_taken_by_the_shard_of_their_guild_and_sent_once(new_store, fake_embedder):
+    import time
+
+    from index.store import Announcement, Shards
+
+    outbox = new_store(fake_embedder).outbox
+    on_shard = {shard: next(g for g in range(1 << 22, 1 << 30, 1 << 22) if (g >> 22) % 2 == shard) for shard in (0, 1)}
+    ids = {shard: outbox.add(Announcement(on_shard[shard], 10 + shard, (f"story-{shard}", "story-x")))
+           for shard in (0, 1)}
+    unknown = outbox.add(Announcement(0, 12, ("story-y",)))  # a channel whose server is not known: shard 0
+    assert outbox.unsent() == 3
+    one = outbox.take(holder="serve-1", shards=Shards((1,), 2), lease=timedelta(minutes=5))
+    assert [(a.id, a.guild_id, a.channel_id, a.article_ids) for a in one] == [
+        (ids[1], on_shard[1], 11, ("story-1", "story-x"))]
+    zero = outbox.take(holder="serve-0", shards=Shards((0,), 2), lease=timedelta(seconds=1))
+    assert [a.id for a in zero] == [ids[0], unknown] and zero[0].created_at is not None
+    assert outbox.take(holder="serve-0b", shards=Shards((0, 1), 2), lease=timedelta(minutes=5)) == []  # all leased
+    outbox.mark_sent(ids[1])
+    time.sleep(1.2)  # serve-0 died without sending: its lease ends, and another holder of shard 0 takes them
+    assert [a.id for a in outbox.take(holder="serve-0b", shards=Shards((0,), 2), lease=timedelta(minutes=5))] == [
+        ids[0], unknown]
+    for announcement_id in (ids[0], unknown):
+        outbox.mark_sent(announcement_id)
+    assert outbox.unsent() == 0

@@ -82,7 +82,7 @@ class AdminCommands(commands.Cog):
         try:
             feed = await asyncio.to_thread(
                 self.bot.feeds.add, url, collection=guild_collection(interaction.guild_id),
-                channel_id=channel.id if channel else 0, added_by=interaction.user.id,
+                channel_id=channel.id if channel else 0, added_by=interaction.user.id, guild_id=interaction.guild_id,
             )
         except ValueError as exc:
             raise UserError(str(exc)) from None

@@ -12,19 +12,10 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from index.store.protocol import DuplicateLookup, FeedRegistry, NewsStore, StoreWriter
+from index.store.protocol import DuplicateLookup, FeedRegistry, NewsStore, Outbox, StoreWriter
 from index.store.types import (
-    AlsoReported,
-    ArticleRecord,
-    Feed,
-    SchemaError,
-    ScoredChunk,
-    SearchFilters,
-    StoreCounts,
-    StoredChunk,
-    StoreError,
-    StoreSettings,
-    embed_key,
+    AlsoReported, Announcement, ArticleRecord, Feed, SchemaError, ScoredChunk, SearchFilters, Shards, StoreCounts,
+    StoredChunk, StoreError, StoreSettings, embed_key,
 )
 
 
@@ -77,7 +68,8 @@ def drop_namespace(settings: StoreSettings, environ: Mapping[str, str] = os.envi
 
 
 __all__ = [
-    "AlsoReported", "ArticleRecord", "DuplicateLookup", "Feed", "FeedRegistry", "NewsStore", "SchemaError",
-    "ScoredChunk", "SearchFilters", "StoreCounts", "StoreError", "StoreSettings", "StoreWriter", "StoredChunk",
+    "AlsoReported", "Announcement", "ArticleRecord", "DuplicateLookup", "Feed", "FeedRegistry", "NewsStore", "Outbox",
+    "SchemaError", "ScoredChunk", "SearchFilters", "Shards", "StoreCounts", "StoreError", "StoreSettings",
+    "StoreWriter", "StoredChunk",
     "database_url", "drop_namespace", "embed_key", "open_store", "upgrade_database",
 ]

@@ -23,7 +23,7 @@ from psycopg.pq import TransactionStatus
 from index.article import Article, ArticleMeta, Chunk
 from index.dedup import Fingerprint
 from index.store.postgres_db import Database
-from index.store.postgres_feeds import PostgresFeedRegistry
+from index.store.postgres_feeds import PostgresFeedRegistry, PostgresOutbox
 from index.store.postgres_schema import BM25_TITLE_WEIGHT, CHAMPIONS, TEXT_SEARCH_CONFIG, bm25_impact, check_schema
 from index.store.types import (
     AlsoReported, ArticleRecord, ScoredChunk, SearchFilters, StoreCounts, StoredChunk, StoreError, StoreSettings,
@@ -36,8 +36,8 @@ _BATCH = 500
 # cost about 30 ms), and each word's champions past it.
 EXACT_POSTINGS = 5000
 _CHUNKS_PER_STATEMENT = 2000
-_TABLES = ("articles", "article_collections", "also_reported", "lsh", "chunks", "lexeme_stats", "corpus_stats", "feeds",
-           "digests", "newsdesk_meta")
+_TABLES = ("articles", "article_collections", "also_reported", "lsh", "chunks", "lexeme_stats", "lexeme_champions",
+           "corpus_stats", "feeds", "digests", "announcements", "newsdesk_meta")
 
 
 def _filter_sql(filters: SearchFilters) -> tuple[str, list]:
@@ -125,6 +125,7 @@ class PostgresStore:
         with self.db.connect() as conn, self.db.guard():
             check_schema(conn, model_name=model_name, dim=dim, namespace=self.db.schema)
         self.feeds = PostgresFeedRegistry(self.db)
+        self.outbox = PostgresOutbox(self.db)
 
     def close(self) -> None:
         self.db.close()

@@ -1,4 +1,9 @@
-"""The server backend's feed registry: feeds, their polling state and posted digests, in PostgreSQL."""
+"""The server backend's bot state in PostgreSQL: feeds with their polling state and leases, posted
+digests, and the announcement outbox, shared by every worker and bot process.
+
+Leases are taken with `FOR UPDATE SKIP LOCKED` and timed by the database's clock, so workers on
+machines whose clocks differ still agree on when a lease has run out.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,10 @@ from datetime import date, datetime, timedelta
 
 from index.article import DEFAULT_COLLECTION, utcnow
 from index.store.postgres_db import Database
-from index.store.types import Feed
+from index.store.types import Announcement, Feed, Shards
 from index.urls import check_feed_url
 
-_COLUMNS = "url, collection, channel_id, added_by, from_config, last_polled, last_error, added_at"
+_COLUMNS = "url, collection, channel_id, added_by, from_config, last_polled, last_error, added_at, guild_id"
 
 
 class PostgresFeedRegistry:
@@ -25,22 +30,23 @@ class PostgresFeedRegistry:
                 conn.execute("DELETE FROM feeds WHERE url = %s AND collection = %s", (url, collection))
             for (url, collection), feed in wanted.items():
                 conn.execute(
-                    "INSERT INTO feeds (url, collection, channel_id, from_config, added_at) VALUES (%s, %s, %s, true, now())"
-                    " ON CONFLICT (url, collection) DO UPDATE SET channel_id = excluded.channel_id, from_config = true",
-                    (url, collection, feed.channel_id),
+                    "INSERT INTO feeds (url, collection, channel_id, guild_id, from_config, added_at)"
+                    " VALUES (%s, %s, %s, %s, true, now()) ON CONFLICT (url, collection) DO UPDATE"
+                    " SET channel_id = excluded.channel_id, guild_id = excluded.guild_id, from_config = true",
+                    (url, collection, feed.channel_id, feed.guild_id),
                 )
 
-    def add(self, url: str, *, collection: str, channel_id: int = 0, added_by: int = 0) -> Feed:
+    def add(self, url: str, *, collection: str, channel_id: int = 0, added_by: int = 0, guild_id: int = 0) -> Feed:
         url = check_feed_url(url)
         added_at = utcnow()
         rows = self.db.rows(
-            "INSERT INTO feeds (url, collection, channel_id, added_by, added_at) VALUES (%s, %s, %s, %s, %s)"
+            "INSERT INTO feeds (url, collection, channel_id, added_by, added_at, guild_id) VALUES (%s, %s, %s, %s, %s, %s)"
             " ON CONFLICT DO NOTHING RETURNING url",
-            (url, collection, channel_id, added_by, added_at),
+            (url, collection, channel_id, added_by, added_at, guild_id),
         )
         if not rows:
             raise ValueError("That feed is already on the list.")
-        return Feed(url, collection, channel_id, added_by, added_at=added_at)
+        return Feed(url, collection, channel_id, added_by, added_at=added_at, guild_id=guild_id)
 
     def remove(self, url: str, *, collection: str) -> bool:
         return bool(self.db.rows(
@@ -65,8 +71,23 @@ class PostgresFeedRegistry:
         )
         return [Feed(*row) for row in rows]
 
+    def claim_due(self, *, every: timedelta, holder: str, lease: timedelta, limit: int = 10) -> list[Feed]:
+        rows = self.db.rows(
+            f"""WITH due AS (
+                    SELECT url, collection FROM feeds
+                    WHERE (last_polled IS NULL OR last_polled <= now() - %s) AND (lease_until IS NULL OR lease_until < now())
+                    ORDER BY last_polled NULLS FIRST, added_at LIMIT %s
+                    FOR UPDATE SKIP LOCKED)
+                UPDATE feeds f SET lease_holder = %s, lease_until = now() + %s
+                FROM due WHERE f.url = due.url AND f.collection = due.collection
+                RETURNING {", ".join(f"f.{c.strip()}" for c in _COLUMNS.split(","))}""",
+            (every, limit, holder, lease),
+        )
+        return sorted((Feed(*row) for row in rows), key=lambda f: (f.last_polled is not None, f.last_polled or f.added_at))
+
     def mark_polled(self, feed: Feed, *, when: datetime, error: str | None = None) -> None:
-        self.db.rows("UPDATE feeds SET last_polled = %s, last_error = %s WHERE url = %s AND collection = %s RETURNING url",
+        self.db.rows("UPDATE feeds SET last_polled = %s, last_error = %s, lease_holder = NULL, lease_until = NULL"
+                     " WHERE url = %s AND collection = %s RETURNING url",
                      (when, error, feed.url, feed.collection))
 
     def claim_digest(self, channel_id: int, day: date) -> bool:
@@ -80,9 +101,40 @@ class PostgresFeedRegistry:
         with self.db.connection() as conn, conn.transaction():
             for f in feeds:
                 cursor = conn.execute(
-                    f"INSERT INTO feeds ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    f"INSERT INTO feeds ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                     (f.url, f.collection, f.channel_id, f.added_by, f.from_config, f.last_polled, f.last_error,
-                     f.added_at or utcnow()),
+                     f.added_at or utcnow(), f.guild_id),
                 )
                 added += cursor.rowcount
         return added
+
+
+class PostgresOutbox:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, announcement: Announcement) -> int:
+        return self.db.rows(
+            "INSERT INTO announcements (guild_id, channel_id, article_ids) VALUES (%s, %s, %s) RETURNING id",
+            (announcement.guild_id, announcement.channel_id, list(announcement.article_ids)),
+        )[0][0]
+
+    def take(self, *, holder: str, shards: Shards, lease: timedelta, limit: int = 20) -> list[Announcement]:
+        rows = self.db.rows(
+            """WITH mine AS (
+                   SELECT id FROM announcements
+                   WHERE sent_at IS NULL AND (taken_until IS NULL OR taken_until < now())
+                     AND (guild_id >> 22) %% %s = ANY(%s)
+                   ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+               UPDATE announcements a SET taken_by = %s, taken_until = now() + %s FROM mine WHERE a.id = mine.id
+               RETURNING a.id, a.guild_id, a.channel_id, a.article_ids, a.created_at""",
+            (shards.count, list(shards.ids), limit, holder, lease),
+        )
+        return sorted((Announcement(guild, channel, tuple(ids), id_, created) for id_, guild, channel, ids, created in rows),
+                      key=lambda a: a.id)
+
+    def mark_sent(self, announcement_id: int) -> None:
+        self.db.rows("UPDATE announcements SET sent_at = now() WHERE id = %s RETURNING id", (announcement_id,))
+
+    def unsent(self) -> int:
+        return self.db.rows("SELECT count(*) FROM announcements WHERE sent_at IS NULL")[0][0]

@@ -215,9 +215,24 @@ def _champions(dim: int) -> list[str]:
     ]
 
 
+def _sharing(dim: int) -> list[str]:
+    return [
+        # A feed's lease: the worker polling it, until when (the database's clock: workers' clocks differ).
+        """ALTER TABLE feeds ADD COLUMN guild_id bigint NOT NULL DEFAULT 0,
+                             ADD COLUMN lease_holder text, ADD COLUMN lease_until timestamptz""",
+        """CREATE TABLE announcements (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            guild_id bigint NOT NULL, channel_id bigint NOT NULL, article_ids text[] NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            taken_by text, taken_until timestamptz, sent_at timestamptz)""",
+        "CREATE INDEX announcements_unsent ON announcements (id) WHERE sent_at IS NULL",
+    ]
+
+
 MIGRATIONS = [
     Migration(1, "articles, chunks with pgvector and full-text search, BM25 statistics, feeds", _initial),
     Migration(2, "each lexeme's best-scoring chunks, so that BM25 over common words stays fast", _champions),
+    Migration(3, "feed leases and the announcement outbox, for several workers and bot processes", _sharing),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

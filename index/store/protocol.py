@@ -18,7 +18,9 @@ import numpy as np
 
 from index.article import Article, ArticleMeta, Chunk
 from index.dedup import Fingerprint
-from index.store.types import ArticleRecord, Feed, ScoredChunk, SearchFilters, StoreCounts, StoredChunk
+from index.store.types import (
+    Announcement, ArticleRecord, Feed, ScoredChunk, SearchFilters, Shards, StoreCounts, StoredChunk,
+)
 
 
 class DuplicateLookup(Protocol):
@@ -70,7 +72,7 @@ class FeedRegistry(Protocol):
     def sync_config(self, feeds: Iterable[Feed]) -> None:
         """Make these the registry's config feeds: new ones added, dropped ones removed."""
 
-    def add(self, url: str, *, collection: str, channel_id: int = 0, added_by: int = 0) -> Feed:
+    def add(self, url: str, *, collection: str, channel_id: int = 0, added_by: int = 0, guild_id: int = 0) -> Feed:
         """Register a feed; ValueError if the URL is not usable or already registered there."""
 
     def remove(self, url: str, *, collection: str) -> bool:
@@ -82,13 +84,35 @@ class FeedRegistry(Protocol):
     def due(self, *, every: timedelta, now: datetime | None = None) -> list[Feed]:
         """Feeds never polled, or polled longer than `every` ago, the longest waiting first."""
 
-    def mark_polled(self, feed: Feed, *, when: datetime, error: str | None = None) -> None: ...
+    def claim_due(self, *, every: timedelta, holder: str, lease: timedelta, limit: int = 10) -> list[Feed]:
+        """Up to `limit` due feeds that no other holder's lease covers, leased to `holder` for
+        `lease` (by the store's clock): while the lease runs, no other worker polls them."""
+
+    def mark_polled(self, feed: Feed, *, when: datetime, error: str | None = None) -> None:
+        """Record a poll's outcome, and end the lease on the feed."""
 
     def claim_digest(self, channel_id: int, day: date) -> bool:
         """True for the first caller only, per channel and day: a digest is posted once."""
 
     def restore(self, feeds: Iterable[Feed]) -> int:
         """Feeds copied from another store, with their polling state; returns how many were new."""
+
+
+class Outbox(Protocol):
+    """Announcements on their way to Discord: written by the process that polled the feed, posted
+    by the process that holds the guild's shard, each once."""
+
+    def add(self, announcement: Announcement) -> int:
+        """Queue it; returns its id."""
+
+    def take(self, *, holder: str, shards: Shards, lease: timedelta, limit: int = 20) -> list[Announcement]:
+        """Unsent announcements of guilds on `shards` that no other holder's lease covers, oldest
+        first, leased to `holder`: if it dies before `mark_sent`, another takes them when the lease ends."""
+
+    def mark_sent(self, announcement_id: int) -> None: ...
+
+    def unsent(self) -> int:
+        """How many are still waiting."""
 
 
 class NewsStore(DuplicateLookup, Protocol):
@@ -148,5 +172,8 @@ class NewsStore(DuplicateLookup, Protocol):
 
     @property
     def feeds(self) -> FeedRegistry: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
 
     def close(self) -> None: ...

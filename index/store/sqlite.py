@@ -30,15 +30,10 @@ import numpy as np
 
 from index.article import Article, ArticleMeta, Chunk
 from index.dedup import Fingerprint
-from index.store.sqlite_feeds import SQLiteFeedRegistry, from_timestamp
+from index.store.sqlite_feeds import FILE as STATE_FILE
+from index.store.sqlite_feeds import SQLiteFeedRegistry, SQLiteOutbox, from_timestamp
 from index.store.types import (
-    AlsoReported,
-    ArticleRecord,
-    ScoredChunk,
-    SearchFilters,
-    StoreCounts,
-    StoredChunk,
-    StoreError,
+    AlsoReported, ArticleRecord, ScoredChunk, SearchFilters, StoreCounts, StoredChunk, StoreError,
 )
 
 log = logging.getLogger(__name__)
@@ -195,6 +190,7 @@ class SQLiteStore:
         self._index: faiss.Index | None = None
         self._index_generation = -1
         self._feeds: SQLiteFeedRegistry | None = None
+        self._outbox: SQLiteOutbox | None = None
         with self._connect() as db:
             db.executescript(_SCHEMA)
             self._check_model(db)
@@ -265,8 +261,14 @@ class SQLiteStore:
     def feeds(self) -> SQLiteFeedRegistry:
         """Feeds live in their own file, so an admin can add one while a long ingest holds the index's lock."""
         if self._feeds is None:
-            self._feeds = SQLiteFeedRegistry(self.dir / SQLiteFeedRegistry.FILE)
+            self._feeds = SQLiteFeedRegistry(self.dir / STATE_FILE)
         return self._feeds
+
+    @property
+    def outbox(self) -> SQLiteOutbox:
+        if self._outbox is None:
+            self._outbox = SQLiteOutbox(self.dir / STATE_FILE)
+        return self._outbox
 
     # -- the vector index ----------------------------------------------------------------------
 

@@ -1,13 +1,15 @@
-"""The embedded backend's feed registry: feeds, their polling state and posted digests, in a small SQLite file.
+"""The embedded backend's bot state: feeds with their polling state and leases, posted digests, and
+the announcement outbox, in a small SQLite file beside the index.
 
-It is a file of its own beside the index, so the registry can change (an admin adds a feed) while
-the index is being written, and the index can be rebuilt without losing the list. A feed belongs to
-a collection: "shared" for feeds from config.toml, which every server reads, and "guild:<id>" for a
-feed one server's admins added, which only that server reads.
+It is a file of its own, so the registry can change (an admin adds a feed) while the index is being
+written, and the index can be rebuilt without losing the list. A feed belongs to a collection:
+"shared" for feeds from config.toml, which every server reads, and "guild:<id>" for a feed one
+server's admins added, which only that server reads.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable
 from contextlib import closing
@@ -15,9 +17,10 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from index.article import DEFAULT_COLLECTION, utcnow
-from index.store.types import Feed
+from index.store.types import Announcement, Feed, Shards
 from index.urls import check_feed_url
 
+FILE = "feeds.sqlite3"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feeds (
     url TEXT NOT NULL, collection TEXT NOT NULL, channel_id INTEGER NOT NULL DEFAULT 0,
@@ -27,8 +30,14 @@ CREATE TABLE IF NOT EXISTS feeds (
 CREATE TABLE IF NOT EXISTS digests (
     channel_id INTEGER NOT NULL, day TEXT NOT NULL, posted_at REAL NOT NULL,
     PRIMARY KEY (channel_id, day));
+CREATE TABLE IF NOT EXISTS announcements (
+    id INTEGER PRIMARY KEY, guild_id INTEGER NOT NULL, channel_id INTEGER NOT NULL, article_ids TEXT NOT NULL,
+    created_at REAL NOT NULL, taken_by TEXT, taken_until REAL, sent_at REAL);
+CREATE INDEX IF NOT EXISTS announcements_unsent ON announcements (id) WHERE sent_at IS NULL;
 """
-_COLUMNS = "url, collection, channel_id, added_by, from_config, last_polled, last_error, added_at"
+# Columns that files written by earlier versions lack, added when such a file is opened.
+_ADDED_COLUMNS = {"guild_id": "INTEGER NOT NULL DEFAULT 0", "lease_holder": "TEXT", "lease_until": "REAL"}
+_COLUMNS = "url, collection, channel_id, added_by, from_config, last_polled, last_error, added_at, guild_id"
 
 
 def from_timestamp(value: float | None) -> datetime | None:
@@ -36,19 +45,33 @@ def from_timestamp(value: float | None) -> datetime | None:
     return datetime.fromtimestamp(value, timezone.utc) if value is not None else None
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, timeout=10)
+
+
+def open_state(path: str | Path) -> Path:
+    """The state file, created or brought up to date."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(_connect(path)) as db, db:
+        db.executescript(_SCHEMA)
+        present = {row[1] for row in db.execute("PRAGMA table_info(feeds)")}
+        for column, declaration in _ADDED_COLUMNS.items():
+            if column not in present:
+                db.execute(f"ALTER TABLE feeds ADD COLUMN {column} {declaration}")
+    return path
+
+
 class SQLiteFeedRegistry:
     """Each call opens its own connection, so the registry can be used from any thread."""
 
-    FILE = "feeds.sqlite3"
+    FILE = FILE
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.executescript(_SCHEMA)
+        self.path = open_state(path)
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=10)
+        return _connect(self.path)
 
     def sync_config(self, feeds: Iterable[Feed]) -> None:
         wanted = {(check_feed_url(f.url), f.collection): f for f in feeds}
@@ -59,23 +82,24 @@ class SQLiteFeedRegistry:
                 db.execute("DELETE FROM feeds WHERE url = ? AND collection = ?", (url, collection))
             for (url, collection), feed in wanted.items():
                 db.execute(
-                    "INSERT INTO feeds (url, collection, channel_id, from_config, added_at) VALUES (?, ?, ?, 1, ?)"
-                    " ON CONFLICT (url, collection) DO UPDATE SET channel_id = excluded.channel_id, from_config = 1",
-                    (url, collection, feed.channel_id, now),
+                    "INSERT INTO feeds (url, collection, channel_id, guild_id, from_config, added_at)"
+                    " VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (url, collection) DO UPDATE"
+                    " SET channel_id = excluded.channel_id, guild_id = excluded.guild_id, from_config = 1",
+                    (url, collection, feed.channel_id, feed.guild_id, now),
                 )
 
-    def add(self, url: str, *, collection: str, channel_id: int = 0, added_by: int = 0) -> Feed:
+    def add(self, url: str, *, collection: str, channel_id: int = 0, added_by: int = 0, guild_id: int = 0) -> Feed:
         url = check_feed_url(url)
         added_at = utcnow()
         with closing(self._connect()) as db, db:
             try:
                 db.execute(
-                    "INSERT INTO feeds (url, collection, channel_id, added_by, added_at) VALUES (?, ?, ?, ?, ?)",
-                    (url, collection, channel_id, added_by, added_at.timestamp()),
+                    "INSERT INTO feeds (url, collection, channel_id, added_by, added_at, guild_id) VALUES (?, ?, ?, ?, ?, ?)",
+                    (url, collection, channel_id, added_by, added_at.timestamp(), guild_id),
                 )
             except sqlite3.IntegrityError:
                 raise ValueError("That feed is already on the list.") from None
-        return Feed(url, collection, channel_id, added_by, added_at=added_at)
+        return Feed(url, collection, channel_id, added_by, added_at=added_at, guild_id=guild_id)
 
     def remove(self, url: str, *, collection: str) -> bool:
         with closing(self._connect()) as db, db:
@@ -106,10 +130,24 @@ class SQLiteFeedRegistry:
             ).fetchall()
         return [_feed(row) for row in rows]
 
+    def claim_due(self, *, every: timedelta, holder: str, lease: timedelta, limit: int = 10) -> list[Feed]:
+        now = utcnow().timestamp()
+        with closing(self._connect()) as db, db:
+            db.execute("BEGIN IMMEDIATE")  # two workers on one machine must not claim the same feed
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM feeds WHERE (last_polled IS NULL OR last_polled <= ?)"
+                " AND (lease_until IS NULL OR lease_until < ?) ORDER BY coalesce(last_polled, 0), added_at LIMIT ?",
+                (now - every.total_seconds(), now, limit),
+            ).fetchall()
+            db.executemany("UPDATE feeds SET lease_holder = ?, lease_until = ? WHERE url = ? AND collection = ?",
+                           [(holder, now + lease.total_seconds(), row[0], row[1]) for row in rows])
+        return [_feed(row) for row in rows]
+
     def mark_polled(self, feed: Feed, *, when: datetime, error: str | None = None) -> None:
         with closing(self._connect()) as db, db:
             db.execute(
-                "UPDATE feeds SET last_polled = ?, last_error = ? WHERE url = ? AND collection = ?",
+                "UPDATE feeds SET last_polled = ?, last_error = ?, lease_holder = NULL, lease_until = NULL"
+                " WHERE url = ? AND collection = ?",
                 (when.timestamp(), error, feed.url, feed.collection),
             )
 
@@ -123,19 +161,56 @@ class SQLiteFeedRegistry:
     def restore(self, feeds: Iterable[Feed]) -> int:
         rows = [
             (f.url, f.collection, f.channel_id, f.added_by, int(f.from_config),
-             (f.added_at or utcnow()).timestamp(), f.last_polled.timestamp() if f.last_polled else None, f.last_error)
+             f.last_polled.timestamp() if f.last_polled else None, f.last_error, (f.added_at or utcnow()).timestamp(),
+             f.guild_id)
             for f in feeds
         ]
         with closing(self._connect()) as db, db:
             before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO feeds (url, collection, channel_id, added_by, from_config, added_at, last_polled,"
-                " last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            db.executemany(f"INSERT OR IGNORE INTO feeds ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             return db.total_changes - before
 
 
+class SQLiteOutbox:
+    """Announcements in the state file: several processes on one machine can share it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = open_state(path)
+
+    def add(self, announcement: Announcement) -> int:
+        with closing(_connect(self.path)) as db, db:
+            return db.execute(
+                "INSERT INTO announcements (guild_id, channel_id, article_ids, created_at) VALUES (?, ?, ?, ?)",
+                (announcement.guild_id, announcement.channel_id, json.dumps(list(announcement.article_ids)),
+                 utcnow().timestamp()),
+            ).lastrowid
+
+    def take(self, *, holder: str, shards: Shards, lease: timedelta, limit: int = 20) -> list[Announcement]:
+        now = utcnow().timestamp()
+        with closing(_connect(self.path)) as db, db:
+            db.execute("BEGIN IMMEDIATE")
+            marks = ",".join("?" * len(shards.ids))
+            rows = db.execute(
+                "SELECT id, guild_id, channel_id, article_ids, created_at FROM announcements"
+                " WHERE sent_at IS NULL AND (taken_until IS NULL OR taken_until < ?)"
+                f" AND (guild_id >> 22) % ? IN ({marks}) ORDER BY id LIMIT ?",
+                (now, shards.count, *shards.ids, limit),
+            ).fetchall()
+            db.executemany("UPDATE announcements SET taken_by = ?, taken_until = ? WHERE id = ?",
+                           [(holder, now + lease.total_seconds(), row[0]) for row in rows])
+        return [Announcement(guild_id, channel_id, tuple(json.loads(ids)), id_, from_timestamp(created))
+                for id_, guild_id, channel_id, ids, created in rows]
+
+    def mark_sent(self, announcement_id: int) -> None:
+        with closing(_connect(self.path)) as db, db:
+            db.execute("UPDATE announcements SET sent_at = ? WHERE id = ?", (utcnow().timestamp(), announcement_id))
+
+    def unsent(self) -> int:
+        with closing(_connect(self.path)) as db:
+            return db.execute("SELECT count(*) FROM announcements WHERE sent_at IS NULL").fetchone()[0]
+
+
 def _feed(row: tuple) -> Feed:
-    url, collection, channel_id, added_by, from_config, last_polled, last_error, added_at = row
-    return Feed(url, collection, channel_id, added_by, bool(from_config), from_timestamp(last_polled), last_error, from_timestamp(added_at))
+    url, collection, channel_id, added_by, from_config, last_polled, last_error, added_at, guild_id = row
+    return Feed(url, collection, channel_id, added_by, bool(from_config), from_timestamp(last_polled), last_error,
+                from_timestamp(added_at), guild_id)

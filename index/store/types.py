@@ -129,6 +129,34 @@ class Feed:
     last_polled: datetime | None = None
     last_error: str | None = None
     added_at: datetime | None = None
+    guild_id: int = 0  # the server of `channel_id`, which decides the process that posts there; 0: unknown
+
+
+@dataclass(frozen=True)
+class Shards:
+    """The Discord gateway shards a process holds: a guild belongs to shard (guild_id >> 22) % count."""
+
+    ids: tuple[int, ...] = (0,)
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not self.ids or any(not 0 <= i < self.count for i in self.ids):
+            raise ValueError(f"shards {self.ids} of {self.count}: each must be in 0..{self.count - 1}")
+
+    def hold(self, guild_id: int) -> bool:
+        return (guild_id >> 22) % self.count in self.ids
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """New articles of a feed to post in a channel. Whoever polled the feed writes it; the process
+    holding the shard of `guild_id` posts it (guild 0, unknown, falls to shard 0)."""
+
+    guild_id: int
+    channel_id: int
+    article_ids: tuple[str, ...]
+    id: int = 0  # given by the outbox
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +173,6 @@ class StoreCounts:
 
 
 __all__ = [
-    "AlsoReported", "ArticleMeta", "ArticleRecord", "BACKENDS", "Feed", "SchemaError", "ScoredChunk",
-    "SearchFilters", "StoreCounts", "StoreError", "StoreSettings", "StoredChunk", "embed_key",
+    "AlsoReported", "Announcement", "ArticleMeta", "ArticleRecord", "BACKENDS", "Feed", "SchemaError",
+    "ScoredChunk", "SearchFilters", "Shards", "StoreCounts", "StoreError", "StoreSettings", "StoredChunk", "embed_key",
 ]
