@@ -1,5 +1,6 @@
 # newsdesk: the Discord bot, CPU only. Build: docker build -t newsdesk .
 # Run:   docker run -e DISCORD_TOKEN=... -v newsdesk-data:/data newsdesk
+# Past one machine (PostgreSQL, workers, shards): docker-compose.yml, with the same image.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -23,6 +24,7 @@ RUN pip install .
 COPY index ./index
 COPY bot ./bot
 COPY config.toml ./config.toml
+COPY deploy ./deploy
 RUN pip install --no-deps . \
     && sed -i 's|^dir = "newsdesk-data"|dir = "/data"|' config.toml \
     && useradd --system --uid 10001 --home-dir /app newsdesk \
@@ -31,7 +33,7 @@ RUN pip install --no-deps . \
 USER newsdesk
 VOLUME ["/data"]
 
-# `start` ingests the bundled sample news into an empty index, then runs the bot
-# (or, without DISCORD_TOKEN, the console).
-ENTRYPOINT ["newsdesk", "--config", "/app/config.toml"]
-CMD ["start"]
+# `start` ingests the bundled sample news into an empty index, then runs the bot (or, without
+# DISCORD_TOKEN, the console). docker-compose.yml runs other commands with deploy/newsdesk.toml.
+ENTRYPOINT ["newsdesk"]
+CMD ["--config", "/app/config.toml", "start"]

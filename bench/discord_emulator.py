@@ -43,6 +43,7 @@ class Call:
     body: Any
     status: int
     at: float = field(default_factory=time.monotonic)
+    token: str = ""  # the bot token it came with: which of several bot processes made it
 
 
 def _now() -> str:
@@ -50,13 +51,20 @@ def _now() -> str:
 
 
 class DiscordEmulator:
-    """One application with one bot user in a few guilds, each with a #general and an #ask channel."""
+    """One application with one bot user in a few guilds, each with a #general and an #ask channel.
 
-    def __init__(self, *, guilds: int = 2) -> None:
+    The gateway takes any number of connections, each IDENTIFYing as a shard (`[id, count]`, as
+    discord.py's AutoShardedBot does), and sends each the events of its guilds only. Guild ids are
+    chosen so that guild i falls on shard i % count.
+    """
+
+    def __init__(self, *, guilds: int = 2, shards: int = 1) -> None:
         self._ids = itertools.count(1_200_000_000_000_000_000)
         self.application_id = self.new_id()
         self.bot_user = self.user("newsdesk", bot=True)
-        self.guild_ids = [self.new_id() for _ in range(guilds)]
+        self.shard_count = shards  # what GET /gateway/bot recommends
+        # A guild's shard is (id >> 22) % count: these ids put guild i on shard i % count.
+        self.guild_ids = [(1_200_000 + i) << 22 for i in range(guilds)]
         self.channels: dict[int, dict] = {}  # id -> channel payload (text channels and threads)
         self.roles: dict[int, list[dict]] = {}
         for guild_id in self.guild_ids:
@@ -77,7 +85,12 @@ class DiscordEmulator:
         self._calls: list[Call] = []
         self._lock = threading.Lock()
         self._sequence = itertools.count(1)
-        self._ws: web.WebSocketResponse | None = None
+        self._shards: dict[int, web.WebSocketResponse] = {}  # shard id -> its connection
+        self._connected_count = 1  # the shard count the connections identified with
+        self._nonces: dict[tuple[int, str], dict] = {}  # (channel, nonce) -> the message it created
+        self.identified: list[tuple[int, int]] = []  # (shard id, count) of every IDENTIFY
+        # channel id -> seconds a bot's message there is held before the answer (after it is made)
+        self.hold_messages: dict[int, float] = {}
         self.intents = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -248,10 +261,13 @@ class DiscordEmulator:
 
     # -- gateway ---------------------------------------------------------------------------------
 
+    def shard_of(self, guild_id: int, count: int | None = None) -> int:
+        return (int(guild_id) >> 22) % (count or self._connected_count)
+
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        self._ws = ws
+        shard = 0
         await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
         async for frame in ws:
             if frame.type != WSMsgType.TEXT:
@@ -261,22 +277,29 @@ class DiscordEmulator:
                 await ws.send_str(json.dumps({"op": 11}))
             elif message["op"] == 2:
                 self.intents = message["d"].get("intents", 0)
-                await self._ready()
+                shard, count = message["d"].get("shard") or (0, 1)
+                self.identified.append((shard, count))
+                self._connected_count = count
+                self._shards[shard] = ws
+                await self._ready(shard, count)
             elif message["op"] == 6:
-                await self._dispatch("RESUMED", {})
-        if self._ws is ws:
-            self._ws = None
+                await self._send(ws, "RESUMED", {})
+        if self._shards.get(shard) is ws:
+            del self._shards[shard]
         return ws
 
-    async def _ready(self) -> None:
-        await self._dispatch("READY", {
-            "v": 10, "user": self.bot_user, "session_id": "emulated-session", "resume_gateway_url": self.gateway_url,
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.guild_ids],
+    async def _ready(self, shard: int, count: int) -> None:
+        ws = self._shards[shard]
+        guilds = [g for g in self.guild_ids if self.shard_of(g, count) == shard]
+        await self._send(ws, "READY", {
+            "v": 10, "user": self.bot_user, "session_id": f"emulated-session-{shard}",
+            "resume_gateway_url": self.gateway_url, "shard": [shard, count],
+            "guilds": [{"id": str(g), "unavailable": True} for g in guilds],
             "application": {"id": str(self.application_id), "flags": 0}, "private_channels": [],
             "relationships": [],
         })
-        for guild_id in self.guild_ids:
-            await self._dispatch("GUILD_CREATE", {
+        for guild_id in guilds:
+            await self._send(ws, "GUILD_CREATE", {
                 "id": str(guild_id), "name": f"guild {guild_id}", "owner_id": str(self.new_id()),
                 "member_count": 2, "roles": self.roles[guild_id], "emojis": [], "stickers": [], "features": [],
                 "channels": [c for c in self.channels.values() if c["guild_id"] == str(guild_id) and c["type"] == 0],
@@ -284,15 +307,24 @@ class DiscordEmulator:
                 "unavailable": False,
             })
 
-    async def _dispatch(self, event: str, data: dict) -> None:
+    async def _dispatch(self, event: str, data: dict, *, listened: bool = True) -> None:
+        """An event to the connection of the shard its guild is on (shard 0 for events of no guild).
+        With `listened` false (an echo of the bot's own call), no connection on that shard is no error."""
         if event == "MESSAGE_CREATE":
             self._store(data)
             bot_mentioned = any(m["id"] == self.bot_user["id"] for m in data.get("mentions", []))
             if not (self.intents & MESSAGE_CONTENT_INTENT or bot_mentioned or data["author"] == self.bot_user):
                 data = {**data, "content": ""}  # what Discord sends a bot without the Message Content intent
-        if self._ws is None:
-            raise RuntimeError(f"no bot is connected to receive {event}")
-        await self._ws.send_str(json.dumps({"op": 0, "t": event, "s": next(self._sequence), "d": data}))
+        shard = self.shard_of(data["guild_id"]) if data.get("guild_id") else 0
+        ws = self._shards.get(shard)
+        if ws is None:
+            if not listened:
+                return
+            raise RuntimeError(f"no bot is connected on shard {shard} to receive {event}")
+        await self._send(ws, event, data)
+
+    async def _send(self, ws: web.WebSocketResponse, event: str, data: dict) -> None:
+        await ws.send_str(json.dumps({"op": 0, "t": event, "s": next(self._sequence), "d": data}))
 
     # -- REST --------------------------------------------------------------------------------------
 
@@ -300,8 +332,9 @@ class DiscordEmulator:
         path = "/" + request.match_info["path"]
         body = await self._body(request)
         status, reply = await self._route(request.method, path, body, dict(request.query))
+        token = request.headers.get("Authorization", "").removeprefix("Bot ")
         with self._lock:
-            self._calls.append(Call(request.method, path, dict(request.query), body, status))
+            self._calls.append(Call(request.method, path, dict(request.query), body, status, token=token))
         if reply is None:
             return web.Response(status=status)
         # Exactly "application/json": discord.py treats anything else as text.
@@ -328,7 +361,7 @@ class DiscordEmulator:
                              "bot_require_code_grant": False, "owner": self.user("owner"), "verify_key": "0" * 64,
                              "flags": 0}
             case "GET", ["gateway", *_]:
-                return 200, {"url": self.gateway_url, "shards": 1,
+                return 200, {"url": self.gateway_url, "shards": self.shard_count,
                              "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0,
                                                      "max_concurrency": 1}}
             case "PUT", ["applications", _, "commands"] | ["applications", _, "guilds", _, "commands"]:
@@ -342,9 +375,15 @@ class DiscordEmulator:
             case "DELETE", ["webhooks", _, _, "messages", _]:
                 return 204, None
             case "POST", ["channels", channel_id, "messages"]:
+                key = (int(channel_id), str(body.get("nonce")))
+                if body.get("enforce_nonce") and key in self._nonces:
+                    return 200, self._nonces[key]  # Discord's answer to a nonce it has seen: the first message
                 message = self._message(int(channel_id), self.bot_user, body.get("content") or "",
                                         embeds=body.get("embeds", []))
-                await self._dispatch("MESSAGE_CREATE", message)
+                if body.get("enforce_nonce"):
+                    self._nonces[key] = message
+                await self._dispatch("MESSAGE_CREATE", message, listened=False)
+                await asyncio.sleep(self.hold_messages.get(int(channel_id), 0))  # made, but not yet answered
                 return 200, message
             case "GET", ["channels", channel_id, "messages"]:
                 return 200, self._history(int(channel_id), query)
@@ -362,7 +401,7 @@ class DiscordEmulator:
                 return (204, None) if len(kept) < len(stored) else (404, {"message": "Unknown Message", "code": 10008})
             case "POST", ["channels", channel_id, "messages", message_id, "threads"]:
                 thread = self._open_thread(int(channel_id), int(message_id), body["name"])
-                await self._dispatch("THREAD_CREATE", {**thread, "newly_created": True})
+                await self._dispatch("THREAD_CREATE", {**thread, "newly_created": True}, listened=False)
                 return 201, thread
             case "GET", ["channels", channel_id]:
                 channel = self.channels.get(int(channel_id))

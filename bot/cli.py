@@ -7,6 +7,7 @@ stack trace (run with `-v` for the details).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -225,9 +226,22 @@ def cmd_serve(args, config):
     token = os.environ.get("DISCORD_TOKEN", "").strip()
     if not token:
         raise ConfigError("DISCORD_TOKEN is not set; `newsdesk console` answers without Discord")
+    if args.shards:
+        try:
+            config.discord = dataclasses.replace(config.discord, shard_ids=args.shards)
+        except ConfigError as exc:
+            raise ConfigError(f"--shards: {exc}") from None
     from bot.discordbot import run_bot
 
     run_bot(config, token)
+    return 0
+
+
+def cmd_worker(args, config):
+    """Feeds polled beside any number of other workers; their headlines are left for the bot processes."""
+    from bot.worker import run_worker
+
+    run_worker(config, _service(config))
     return 0
 
 
@@ -324,7 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     command("console", cmd_console, "ask questions in the terminal", json_flag=False)
-    command("serve", cmd_serve, "run the Discord bot (needs DISCORD_TOKEN)", json_flag=False)
+    p = command("serve", cmd_serve, "run the Discord bot (needs DISCORD_TOKEN)", json_flag=False)
+    p.add_argument("--shards", help="the gateway shards this process holds, e.g. 0-3 (instead of [discord] "
+                                    "shard_ids; [discord] shard_count says of how many)")
+    command("worker", cmd_worker, "poll the feeds beside other workers (several processes on PostgreSQL)",
+            json_flag=False)
     command("start", cmd_start, "ingest the sample news if the index is empty, then serve or open the console",
             json_flag=False)
     return parser

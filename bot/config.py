@@ -113,8 +113,34 @@ class DiscordSettings:
     api_base: str = "https://discord.com/api/v10"
     gateway_url: str = "wss://gateway.discord.gg/"
     post_headlines: bool = False
+    # Gateway shards: with shard_count above 1, this process holds `shard_ids` ("0-3", "0,2"; empty:
+    # all of them), and answers, posts digests and announcements only for the servers on them.
+    shard_count: int = 1
+    shard_ids: str = ""
+    # With workers polling: how long a bot process holds the announcements it took. One that dies
+    # leaves them to the next holder of its shards after this; keep it under Discord's few-minute
+    # window for matching a message's nonce, which keeps that retry from posting twice.
+    delivery_lease_seconds: float = 60.0
+
+    @property
+    def shards(self) -> tuple[int, ...]:
+        """The shard ids this process holds, from `shard_ids`."""
+        if not self.shard_ids.strip():
+            return tuple(range(self.shard_count))
+        ids: list[int] = []
+        for part in self.shard_ids.replace(" ", "").split(","):
+            low, _, high = part.partition("-")
+            ids += range(int(low), int(high or low) + 1)
+        return tuple(sorted(set(ids)))
 
     def __post_init__(self) -> None:
+        if self.shard_count < 1:
+            raise ConfigError("discord.shard_count: must be at least 1")
+        if not re.fullmatch(r"\s*(\d+(-\d+)?(\s*,\s*\d+(-\d+)?)*)?\s*", self.shard_ids):
+            raise ConfigError(f"discord.shard_ids: expected ids and ranges like \"0-3\" or \"0,2\", got {self.shard_ids!r}")
+        if not self.shards or any(shard >= self.shard_count for shard in self.shards):
+            raise ConfigError(f"discord.shard_ids: {self.shard_ids!r} must name shards below shard_count "
+                              f"({self.shard_count})")
         if self.digest_time and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", self.digest_time.strip()):
             raise ConfigError(f"discord.digest_time: expected HH:MM (UTC), got {self.digest_time!r}")
         for scope in ("user", "server"):
@@ -122,8 +148,9 @@ class DiscordSettings:
                 raise ConfigError(f"discord.{scope}_requests: must be 0 (no limit) or more")
             if getattr(self, f"{scope}_window_seconds") <= 0:
                 raise ConfigError(f"discord.{scope}_window_seconds: must be positive")
-        if self.draft_edit_seconds <= 0:
-            raise ConfigError("discord.draft_edit_seconds: must be positive")
+        for key in ("draft_edit_seconds", "delivery_lease_seconds"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"discord.{key}: must be positive")
         if urlsplit(self.api_base).scheme not in ("http", "https"):
             raise ConfigError(f"discord.api_base: expected an http(s) URL, got {self.api_base!r}")
         if urlsplit(self.gateway_url).scheme not in ("ws", "wss"):
@@ -141,11 +168,17 @@ class FeedSettings:
 @dataclass
 class FeedsSettings:
     poll_minutes: float = 30.0
+    # False when `newsdesk worker` processes poll the feeds (several processes on PostgreSQL): the bot
+    # then only posts what they announce.
+    poll_in_bot: bool = True
+    # How long a worker holds a feed it polls; if it dies, another worker takes the feed after this.
+    lease_minutes: float = 15.0
     sources: list[FeedSettings] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.poll_minutes <= 0:
-            raise ConfigError("feeds.poll_minutes: must be positive")
+        for key in ("poll_minutes", "lease_minutes"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"feeds.{key}: must be positive")
 
 
 @dataclass

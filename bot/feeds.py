@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,15 +19,30 @@ from typing import Protocol
 from bot.config import FeedSettings
 from index.article import DEFAULT_COLLECTION, utcnow
 from index.ingest import IngestReport
-from index.store import Feed, FeedRegistry
+from index.store import Announcement, Feed, FeedRegistry
 from index.urls import redact_url
 
 log = logging.getLogger(__name__)
 
 
+MAX_HEADLINES = 10  # per feed and poll: a feed that dumps 200 items must not flood a channel
+
+
 def guild_collection(guild_id: int) -> str:
     """The collection that holds what one server's admins added."""
     return f"guild:{guild_id}"
+
+
+def this_process() -> str:
+    """Who holds a lease: the machine and the process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def guild_of(feed: Feed) -> int:
+    """The server whose channel gets the feed's headlines: recorded, or read from a server's own collection."""
+    if feed.guild_id or not feed.collection.startswith("guild:"):
+        return feed.guild_id
+    return int(feed.collection.removeprefix("guild:"))
 
 
 def config_feeds(sources: Iterable[FeedSettings]) -> list[Feed]:
@@ -87,6 +104,14 @@ class FeedPoller:
         if error:
             log.info("feed %s: %s", redact_url(feed.url), error)
         return PollResult(feed, list(report.added) if report else [], error, first_poll=feed.last_polled is None)
+
+
+def announcement_for(result: PollResult) -> Announcement | None:
+    """The headlines a poll has to post: its new articles, if the feed has a channel and this was
+    not its first poll (a feed's backlog is not news)."""
+    if not (result.added and result.feed.channel_id and not result.first_poll):
+        return None
+    return Announcement(guild_of(result.feed), result.feed.channel_id, tuple(result.added[:MAX_HEADLINES]))
 
 
 def _describe_failures(report: IngestReport) -> str | None:

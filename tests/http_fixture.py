@@ -33,6 +33,7 @@ class LocalHTTPServer:
             raise ValueError("max_hold_seconds must be positive")
         self.max_hold_seconds = max_hold_seconds
         self.requests: list[str] = []  # the paths asked for, in order
+        self.request_times: list[float] = []  # and when (time.monotonic())
         self.request_headers: list[dict[str, str]] = []  # and their headers
         self._routes: dict[str, _Responder] = {}
         self._stopping = threading.Event()
@@ -84,11 +85,14 @@ class LocalHTTPServer:
         status: int = 200,
         content_type: str | None = "text/html; charset=utf-8",
         headers: dict[str, str] | None = None,
+        delay: float = 0.0,
     ) -> None:
-        """Serve fixed bytes (str is sent as UTF-8)."""
+        """Serve fixed bytes (str is sent as UTF-8), after `delay` seconds."""
         data = body.encode("utf-8") if isinstance(body, str) else body
 
         def respond(handler: BaseHTTPRequestHandler) -> None:
+            if delay:
+                self._stopping.wait(min(delay, self.max_hold_seconds))
             handler.send_response(status)
             if content_type:
                 handler.send_header("Content-Type", content_type)
@@ -172,6 +176,7 @@ class LocalHTTPServer:
     def _respond(self, handler: BaseHTTPRequestHandler) -> None:
         path = handler.path
         self.requests.append(path)
+        self.request_times.append(time.monotonic())
         self.request_headers.append(dict(handler.headers.items()))
         responder = self._routes.get(path) or self._routes.get(path.split("?", 1)[0])
         if responder is None:

@@ -16,6 +16,7 @@ from discord.ext import commands
 from bot.config import Config
 from bot.discordbot.admin import AdminCommands
 from bot.discordbot.ask import ChannelQuestions
+from bot.discordbot.delivery import AnnouncementDelivery
 from bot.discordbot.commands import MemberCommands
 from bot.discordbot.digest import DailyDigest, parse_clock
 from bot.discordbot.endpoints import point_at
@@ -23,7 +24,7 @@ from bot.discordbot.polling import FeedPolling
 from bot.discordbot.ratelimit import RequestLimits
 from bot.discordbot.tree import NewsTree
 from bot.feeds import config_feeds
-from index.store import Feed, FeedRegistry
+from index.store import Feed, FeedRegistry, Shards
 
 if TYPE_CHECKING:
     from bot.service import NewsService
@@ -31,15 +32,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class NewsBot(commands.Bot):
-    """A discord.py Bot that answers from a NewsService.
+class NewsBot:
+    """A discord.py bot that answers from a NewsService (the parts its sharded and unsharded kinds share).
 
     Slash commands and channel questions only: prefix commands are switched off (see on_message),
     so a mention is read as a question, never as a command name.
     """
 
     def __init__(
-        self, config: Config, service: NewsService, *, feeds: FeedRegistry, guild_ready_timeout: float = 2.0
+        self, config: Config, service: NewsService, *, feeds: FeedRegistry, guild_ready_timeout: float = 2.0,
+        **gateway,
     ) -> None:
         intents = discord.Intents.default()
         # Needed to read questions in ask-channels and follow-ups in the bot's threads, which
@@ -47,21 +49,26 @@ class NewsBot(commands.Bot):
         intents.message_content = True
         super().__init__(
             command_prefix=commands.when_mentioned, intents=intents, help_command=None, tree_cls=NewsTree,
-            allowed_mentions=discord.AllowedMentions.none(), guild_ready_timeout=guild_ready_timeout,
+            allowed_mentions=discord.AllowedMentions.none(), guild_ready_timeout=guild_ready_timeout, **gateway,
         )
         self.config, self.service, self.feeds = config, service, feeds
         self.limits = RequestLimits.from_settings(config.discord)
+        settings = config.discord
+        self.shards_held = Shards(settings.shards, settings.shard_count)
 
     async def setup_hook(self) -> None:
         await self.add_cog(MemberCommands(self))
         await self.add_cog(AdminCommands(self))
         await self.add_cog(ChannelQuestions(self))
-        await self.add_cog(FeedPolling(self))
+        # One process polls the feeds and posts their headlines itself; with workers polling, each bot
+        # process posts the announcements of the servers on its shards.
+        await self.add_cog(FeedPolling(self) if self.config.feeds.poll_in_bot else AnnouncementDelivery(self))
         settings = self.config.discord
         if settings.digest_time and settings.digest_channel:
             digest = DailyDigest(self, at=parse_clock(settings.digest_time), channel_id=settings.digest_channel)
             await self.add_cog(digest)
-        await self.sync_commands()
+        if 0 in self.shards_held.ids:  # one process registers the commands: the one holding shard 0
+            await self.sync_commands()
 
     async def sync_commands(self) -> None:
         """Register the slash commands: in the dev guilds (instant) if any are set, else globally."""
@@ -80,13 +87,24 @@ class NewsBot(commands.Bot):
         """No prefix commands: channel questions are handled by the ChannelQuestions cog."""
 
     async def on_ready(self) -> None:
-        log.info("logged in as %s (%s) in %d servers", self.user, self.user.id if self.user else "?", len(self.guilds))
+        log.info("logged in as %s (%s) in %d servers on shards %s of %d", self.user,
+                 self.user.id if self.user else "?", len(self.guilds), list(self.shards_held.ids),
+                 self.shards_held.count)
 
     def poll_soon(self, feed: Feed) -> None:
-        """Read a feed now (after /feeds add) instead of at the next scheduled check."""
+        """Read a feed now (after /feeds add) instead of at the next scheduled check; with workers
+        polling, the first of them to look takes it (a new feed is due at once)."""
         polling = self.get_cog(FeedPolling.__cog_name__)
         if isinstance(polling, FeedPolling):
             polling.poll_soon(feed)
+
+
+class WholeGatewayBot(NewsBot, commands.Bot):
+    """The bot of one process that holds the whole gateway."""
+
+
+class ShardedBot(NewsBot, commands.AutoShardedBot):
+    """The bot of a process that holds some of the gateway's shards ([discord] shard_count, shard_ids)."""
 
 
 async def create_bot(config: Config, service: NewsService, *, guild_ready_timeout: float = 2.0) -> NewsBot:
@@ -98,7 +116,11 @@ async def create_bot(config: Config, service: NewsService, *, guild_ready_timeou
     point_at(config.discord)
     feeds = await asyncio.to_thread(lambda: service.store.feeds)
     await asyncio.to_thread(feeds.sync_config, config_feeds(config.feeds.sources))
-    return NewsBot(config, service, feeds=feeds, guild_ready_timeout=guild_ready_timeout)
+    settings = config.discord
+    if settings.shard_count == 1:
+        return WholeGatewayBot(config, service, feeds=feeds, guild_ready_timeout=guild_ready_timeout)
+    return ShardedBot(config, service, feeds=feeds, guild_ready_timeout=guild_ready_timeout,
+                          shard_count=settings.shard_count, shard_ids=list(settings.shards))
 
 
 def run_bot(config: Config, token: str, *, service: NewsService | None = None) -> None:

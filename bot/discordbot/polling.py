@@ -17,9 +17,9 @@ import discord
 from discord.ext import commands, tasks
 
 from bot.discordbot.replies import send_to
-from bot.feeds import FeedPoller, PollResult
-from bot.render import render_headlines
-from index.store import Feed, StoreError
+from bot.feeds import FeedPoller, PollResult, announcement_for
+from bot.render import Reply, render_headlines
+from index.store import Announcement, Feed, StoreError
 from index.urls import redact_url
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECK_SECONDS = 60
-MAX_HEADLINES = 10  # per feed and poll: a feed that dumps 200 items must not flood a channel
 
 
 class FeedPolling(commands.Cog):
@@ -73,27 +72,28 @@ class FeedPolling(commands.Cog):
         if not self.bot.config.discord.post_headlines:
             return
         for result in results:
-            if not (result.added and result.feed.channel_id and not result.first_poll):
+            announcement = announcement_for(result)
+            if announcement is None:
                 continue
-            channel = self.bot.get_channel(result.feed.channel_id)
+            channel = self.bot.get_channel(announcement.channel_id)
             if not isinstance(channel, discord.abc.Messageable):
-                log.warning(
-                    "feed %s: headline channel %s not found", redact_url(result.feed.url), result.feed.channel_id
-                )
+                log.warning("feed %s: headline channel %s not found", redact_url(result.feed.url),
+                            announcement.channel_id)
                 continue
-            items = await asyncio.to_thread(self._headline_items, result.added[:MAX_HEADLINES])
             try:
-                await send_to(channel, render_headlines(items))
+                await send_to(channel, await asyncio.to_thread(headlines, self.bot.service, announcement))
             except discord.HTTPException:
                 log.warning(
                     "could not post headlines of %s in %s", redact_url(result.feed.url), channel.id, exc_info=True
                 )
 
-    def _headline_items(self, article_ids: list[str]) -> list[tuple[str, str | None, str | None]]:
-        items = []
-        for article_id in article_ids:
-            found = self.bot.service.article(article_id)
-            if found is not None:
-                meta, _ = found
-                items.append((meta.title, meta.url, meta.outlet))
-        return items
+
+def headlines(service, announcement: Announcement) -> list[Reply]:
+    """The announcement's articles as headline links, those still stored."""
+    items = []
+    for article_id in announcement.article_ids:
+        found = service.article(article_id)
+        if found is not None:
+            meta, _ = found
+            items.append((meta.title, meta.url, meta.outlet))
+    return render_headlines(items)

@@ -56,15 +56,20 @@ async def send_note(interaction: discord.Interaction, text: str) -> None:
 
 
 async def send_to(
-    channel: discord.abc.Messageable, replies: Sequence[Reply], *, reference: discord.Message | None = None
+    channel: discord.abc.Messageable, replies: Sequence[Reply], *, reference: discord.Message | None = None,
+    nonce: str | None = None,
 ) -> list[discord.Message]:
-    """Replies posted in a channel or thread; the first one answers `reference` if given."""
+    """Replies posted in a channel or thread; the first one answers `reference` if given.
+
+    With `nonce`, each reply is sent with `nonce-<n>` and Discord's enforce_nonce: sent again within
+    a few minutes (a retry after a crash), Discord returns the first message instead of a second.
+    """
     sent = []
     for index, reply in enumerate(replies):
         sent.append(
             await channel.send(
                 content=reply.content or None, embed=reply.embed, allowed_mentions=NO_MENTIONS,
-                reference=reference if index == 0 else None,
+                reference=reference if index == 0 else None, nonce=f"{nonce}-{index}" if nonce else None,
             )
         )
     return sent

@@ -21,6 +21,9 @@ from pgvector.psycopg import register_vector
 from index.store.types import StoreError, StoreSettings
 
 log = logging.getLogger(__name__)
+# The pool warns at every failed connection attempt; a request that cannot get a connection raises
+# StoreError, which its caller reports once per outage.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 def _secrets_of(url: str) -> list[str]:
