@@ -296,6 +296,40 @@ def test_a_copy_follows_its_batch_mate_when_another_process_stored_the_story_fir
             store.close()
 
 
+def test_a_read_replica_takes_the_searches_and_the_primary_the_writes(postgres, fake_embedder):
+    """A real replica cannot be started here: a second database stands in for it, holding other news,
+    so that where each call went shows in what it finds."""
+    from conftest import make_ingestor
+
+    from index.store import SearchFilters, open_store
+
+    primary, replica = upgraded_database(postgres, fake_embedder), upgraded_database(postgres, fake_embedder)
+    on_primary = article("Harbour dredging starts in May", "The port said dredging of the harbour starts in May. " * 3)
+    on_replica = article("Ferry timetable changes", "The ferry will sail twice a day from November. " * 3)
+    for url, story in ((primary, on_primary), (replica, on_replica)):
+        store = PostgresStore(url, model_name=fake_embedder.name, dim=fake_embedder.dim)
+        make_ingestor(store, fake_embedder).run([story])
+        store.close()
+    settings = StoreSettings(backend="postgres", url_env="PRIMARY", read_url_env="REPLICA")
+    with pytest.raises(StoreError, match="REPLICA is not set"):
+        open_store(settings, data_dir=".", model_name=fake_embedder.name, dim=fake_embedder.dim,
+                   environ={"PRIMARY": primary})
+    store = open_store(settings, data_dir=".", model_name=fake_embedder.name, dim=fake_embedder.dim,
+                       environ={"PRIMARY": primary, "REPLICA": replica})
+    try:
+        query = fake_embedder.encode(["ferry harbour"])[0]
+        for found in (store.dense_search(query, 5, SearchFilters()), store.lexical_search(["ferry", "harbour"], 5,
+                                                                                          SearchFilters())):
+            rows = store.chunks_with_articles([chunk_id for chunk_id, _ in found])
+            assert {meta.id for _, meta, _ in rows.values()} == {on_replica.id}
+        assert store.article(on_replica.id) is not None and store.stats()["articles"] == 1
+        assert store.has_article(on_primary.id) and not store.has_article(on_replica.id)  # duplicates: the primary's
+        report = make_ingestor(store, fake_embedder).run([on_replica])  # written to the primary
+        assert report.added == [on_replica.id] and store.counts().articles == 2
+    finally:
+        store.close()
+
+
 def feed_of(items: list[tuple[str, str, str]]) -> str:
     entries = "".join(f"<item><title>{title}</title><link>{link}</link><guid>{link}</guid>"
                       f"<pubDate>Mon, 05 Jan 2026 08:00:00 +0000</pubDate><description>{text}</description></item>"

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands, tasks
 
-from bot.discordbot.polling import headlines
+from bot.discordbot.polling import headline_items
 from bot.discordbot.replies import send_to
 from bot.feeds import this_process
+from bot.render import render_headlines
 from index.store import Announcement, StoreError
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECK_SECONDS = 2.0
+# An article missing from the store is waited for this long (a read replica catching up), then left out.
+REPLICA_PATIENCE = timedelta(minutes=5)
 
 
 class AnnouncementDelivery(commands.Cog):
@@ -70,9 +73,11 @@ class AnnouncementDelivery(commands.Cog):
             # Not in this process's cache (a config feed whose server is not known): REST still reaches it.
             channel = self.bot.get_partial_messageable(announcement.channel_id)
         try:
-            replies = await asyncio.to_thread(headlines, self.bot.service, announcement)
-            if replies:
-                await send_to(channel, replies, nonce=f"nd{announcement.id}")
+            items = await asyncio.to_thread(headline_items, self.bot.service, announcement)
+            if len(items) < len(announcement.article_ids) and _age(announcement) < REPLICA_PATIENCE:
+                return False  # a read replica that has not caught up yet: the lease runs out, it is tried again
+            if items:
+                await send_to(channel, render_headlines(items), nonce=f"nd{announcement.id}")
         except discord.HTTPException as exc:
             if exc.status == 429 or exc.status >= 500:
                 return False  # Discord's trouble: the lease runs out and it is tried again
@@ -88,3 +93,8 @@ class AnnouncementDelivery(commands.Cog):
             log.warning("announcement %s posted, not yet marked: %s", announcement.id, exc)
             return False
         return True
+
+
+def _age(announcement: Announcement) -> timedelta:
+    created = announcement.created_at
+    return datetime.now(timezone.utc) - created if created else timedelta(0)

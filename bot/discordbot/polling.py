@@ -18,7 +18,7 @@ from discord.ext import commands, tasks
 
 from bot.discordbot.replies import send_to
 from bot.feeds import FeedPoller, PollResult, announcement_for
-from bot.render import Reply, render_headlines
+from bot.render import render_headlines
 from index.store import Announcement, Feed, StoreError
 from index.urls import redact_url
 
@@ -80,20 +80,21 @@ class FeedPolling(commands.Cog):
                 log.warning("feed %s: headline channel %s not found", redact_url(result.feed.url),
                             announcement.channel_id)
                 continue
+            items = await asyncio.to_thread(headline_items, self.bot.service, announcement)
             try:
-                await send_to(channel, await asyncio.to_thread(headlines, self.bot.service, announcement))
+                await send_to(channel, render_headlines(items))
             except discord.HTTPException:
                 log.warning(
                     "could not post headlines of %s in %s", redact_url(result.feed.url), channel.id, exc_info=True
                 )
 
 
-def headlines(service, announcement: Announcement) -> list[Reply]:
-    """The announcement's articles as headline links, those still stored."""
+def headline_items(service, announcement: Announcement) -> list[tuple[str, str | None, str | None]]:
+    """(title, url, outlet) of the announcement's articles that the store holds."""
     items = []
     for article_id in announcement.article_ids:
         found = service.article(article_id)
         if found is not None:
             meta, _ = found
             items.append((meta.title, meta.url, meta.outlet))
-    return render_headlines(items)
+    return items

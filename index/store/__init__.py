@@ -19,11 +19,13 @@ from index.store.types import (
 )
 
 
-def database_url(settings: StoreSettings, environ: Mapping[str, str] = os.environ) -> str:
-    """The PostgreSQL URL from the environment; StoreError naming the variable (not its value) if unset."""
-    url = environ.get(settings.url_env, "").strip()
+def database_url(settings: StoreSettings, environ: Mapping[str, str] = os.environ, *, variable: str = "") -> str:
+    """The PostgreSQL URL from the environment (the variable [store] url_env names, or `variable`);
+    StoreError naming the variable (not its value) if it is unset."""
+    variable = variable or settings.url_env
+    url = environ.get(variable, "").strip()
     if not url:
-        raise StoreError(f"[store] backend is postgres, but {settings.url_env} is not set: put the database URL "
+        raise StoreError(f"[store] backend is postgres, but {variable} is not set: put the database URL "
                          "in that environment variable (e.g. postgresql://user:password@host/newsdesk)")
     return url
 
@@ -44,8 +46,9 @@ def open_store(
     if settings.backend == "postgres":
         from index.store.postgres import PostgresStore
 
+        read_url = database_url(settings, environ, variable=settings.read_url_env) if settings.read_url_env else None
         return PostgresStore(database_url(settings, environ), model_name=model_name, dim=dim, settings=settings,
-                             hnsw_ef_search=hnsw_ef_search)
+                             hnsw_ef_search=hnsw_ef_search, read_url=read_url)
     from index.store.sqlite import SQLiteStore
 
     return SQLiteStore(Path(data_dir), model_name=model_name, dim=dim, exact_search_max=exact_search_max,

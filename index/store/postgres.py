@@ -110,25 +110,29 @@ class PostgresStore:
     backend = "postgres"
 
     def __init__(self, url: str, *, model_name: str, dim: int, settings: StoreSettings | None = None,
-                 hnsw_ef_search: int = 256, exact_postings: int = EXACT_POSTINGS) -> None:
+                 hnsw_ef_search: int = 256, exact_postings: int = EXACT_POSTINGS, read_url: str | None = None) -> None:
+        """`read_url`, a read replica's, takes the searches and the reads behind answers; writes,
+        duplicate checks, feeds and the outbox stay on the primary at `url`."""
         if dim < 1:
             raise ValueError("dim must be positive")
         self.model_name, self.dim = model_name, dim
         self.exact_postings = exact_postings
-        self.db = Database(
-            url, settings or StoreSettings(backend="postgres"),
-            # Iterative scans (pgvector 0.8): a filtered HNSW search goes on until it has k rows.
-            session={"hnsw.ef_search": str(hnsw_ef_search), "hnsw.iterative_scan": "relaxed_order"},
-        )
-        # On a connection of its own: the pool's connections need the vector type, which a database
-        # not yet upgraded lacks.
-        with self.db.connect() as conn, self.db.guard():
-            check_schema(conn, model_name=model_name, dim=dim, namespace=self.db.schema)
+        settings = settings or StoreSettings(backend="postgres")
+        # Iterative scans (pgvector 0.8): a filtered HNSW search goes on until it has k rows.
+        session = {"hnsw.ef_search": str(hnsw_ef_search), "hnsw.iterative_scan": "relaxed_order"}
+        self.db = Database(url, settings, session=session)
+        self.reads = Database(read_url, settings, session=session) if read_url else self.db
+        for database in {self.db, self.reads}:
+            # On a connection of its own: the pool's connections need the vector type, which a
+            # database not yet upgraded lacks.
+            with database.connect() as conn, database.guard():
+                check_schema(conn, model_name=model_name, dim=dim, namespace=database.schema)
         self.feeds = PostgresFeedRegistry(self.db)
         self.outbox = PostgresOutbox(self.db)
 
     def close(self) -> None:
-        self.db.close()
+        for database in {self.db, self.reads}:
+            database.close()
 
     # -- search --------------------------------------------------------------------------------
 
@@ -138,7 +142,7 @@ class PostgresStore:
         query = np.ascontiguousarray(vector, dtype=np.float32)
         where, params = _filter_sql(filters)
         join = "JOIN articles a ON a.pk = c.article" if filters.active else ""
-        with self.db.connection() as conn:
+        with self.reads.connection() as conn:
             rows = conn.execute(
                 f"SELECT c.id, c.embedding <#> %s FROM chunks c {join} WHERE {where} "
                 "ORDER BY c.embedding <#> %s LIMIT %s",
@@ -171,7 +175,7 @@ class PostgresStore:
         where, params = _filter_sql(filters)
         join = "JOIN articles a ON a.pk = c.article" if filters.active else ""
         every_match = f"FROM query, chunks c {join} WHERE c.terms @@ query.tsq AND {where}"
-        with self.db.connection() as conn:
+        with self.reads.connection() as conn:
             postings = conn.execute(
                 f"SELECT coalesce(sum(s.chunks), 0) FROM (SELECT DISTINCT unnest(tsvector_to_array("
                 f"to_tsvector('{TEXT_SEARCH_CONFIG}', %s)))) AS l(lexeme) JOIN lexeme_stats s ON s.lexeme = l.lexeme",
@@ -207,7 +211,7 @@ class PostgresStore:
 
     def chunks_with_articles(self, chunk_ids: Sequence[int]) -> dict[int, tuple[StoredChunk, ArticleMeta, str]]:
         ids = [int(i) for i in chunk_ids]
-        with self.db.connection() as conn:
+        with self.reads.connection() as conn:
             rows = conn.execute(
                 f"SELECT c.id, c.start_offset, c.end_offset, {_META}, a.text "
                 "FROM chunks c JOIN articles a ON a.pk = c.article WHERE c.id = ANY(%s)",
@@ -222,7 +226,7 @@ class PostgresStore:
 
     def recent_articles(self, filters: SearchFilters, *, limit: int = 500) -> list[tuple[ArticleMeta, str]]:
         where, params = _filter_sql(filters)
-        with self.db.connection() as conn:
+        with self.reads.connection() as conn:
             rows = conn.execute(
                 f"SELECT {_META}, a.text FROM articles a WHERE {where} ORDER BY a.sort_time DESC, a.pk DESC LIMIT %s",
                 (*params, limit),
@@ -231,7 +235,7 @@ class PostgresStore:
         return [(metas[r[0]], r[9]) for r in rows]
 
     def lede_vectors(self, article_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        rows = self.db.rows(
+        rows = self.reads.rows(
             "SELECT a.id, c.embedding FROM articles a JOIN chunks c ON c.article = a.pk AND c.ordinal = 0 "
             "WHERE a.id = ANY(%s)",
             (list(article_ids),), binary=True,
@@ -249,7 +253,7 @@ class PostgresStore:
 
     def titles(self, prefix: str = "", *, collections: tuple[str, ...] | None = None, limit: int = 25) -> list[tuple[str, str]]:
         where, params = _filter_sql(SearchFilters(collections=collections))
-        return [tuple(r) for r in self.db.rows(
+        return [tuple(r) for r in self.reads.rows(
             f"SELECT a.id, a.title FROM articles a WHERE {where} AND strpos(lower(a.title), lower(%s)) > 0 "
             "ORDER BY a.sort_time DESC, a.pk DESC LIMIT %s",
             (*params, prefix, limit),
@@ -257,7 +261,7 @@ class PostgresStore:
 
     def outlets(self, *, collections: tuple[str, ...] | None = None, prefix: str = "", limit: int = 1000) -> list[str]:
         where, params = _filter_sql(SearchFilters(collections=collections))
-        return [r[0] for r in self.db.rows(
+        return [r[0] for r in self.reads.rows(
             f"SELECT min(a.outlet) FROM articles a WHERE {where} AND a.outlet IS NOT NULL "
             "AND strpos(lower(a.outlet), lower(%s)) > 0 GROUP BY lower(a.outlet) ORDER BY count(*) DESC, min(a.outlet) LIMIT %s",
             (*params, prefix, limit),
@@ -270,7 +274,7 @@ class PostgresStore:
 
     def stats(self, filters: SearchFilters | None = None) -> dict:
         where, params = _filter_sql(filters or SearchFilters())
-        with self.db.connection() as conn:
+        with self.reads.connection() as conn:
             articles, newest, oldest, outlets = conn.execute(
                 f"SELECT count(*), max(a.sort_time), min(a.sort_time), count(DISTINCT lower(a.outlet)) FROM articles a WHERE {where}",
                 params,

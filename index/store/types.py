@@ -37,6 +37,8 @@ class StoreSettings:
     backend: str = "sqlite"
     # The environment variable that holds the PostgreSQL URL (a secret: never in config.toml).
     url_env: str = "NEWSDESK_DATABASE_URL"
+    # The variable that holds a read replica's URL, for searches and reads; empty: the primary does all.
+    read_url_env: str = ""
     pool_size: int = 8
     connect_timeout_seconds: float = 5.0
     # No question or write waits longer than this on the database.
