@@ -29,6 +29,8 @@ MESSAGE_CONTENT_INTENT = 1 << 15
 MANAGE_GUILD = 1 << 5
 EPHEMERAL = 1 << 6
 
+UNKNOWN_ROUTE = {"message": "404: Not Found", "code": 0}
+
 # Option types in interaction payloads.
 SUB_COMMAND, STRING, CHANNEL = 1, 3, 7
 
@@ -44,6 +46,7 @@ class Call:
     status: int
     at: float = field(default_factory=time.monotonic)
     token: str = ""  # the bot token it came with: which of several bot processes made it
+    unknown: bool = False  # a route the emulator does not know (not a 404 Discord would give, like Unknown Channel)
 
 
 def _now() -> str:
@@ -58,7 +61,7 @@ class DiscordEmulator:
     chosen so that guild i falls on shard i % count.
     """
 
-    def __init__(self, *, guilds: int = 2, shards: int = 1) -> None:
+    def __init__(self, *, guilds: int = 2, shards: int = 1, nonce_seconds: float = 300.0) -> None:
         self._ids = itertools.count(1_200_000_000_000_000_000)
         self.application_id = self.new_id()
         self.bot_user = self.user("newsdesk", bot=True)
@@ -87,7 +90,9 @@ class DiscordEmulator:
         self._sequence = itertools.count(1)
         self._shards: dict[int, web.WebSocketResponse] = {}  # shard id -> its connection
         self._connected_count = 1  # the shard count the connections identified with
-        self._nonces: dict[tuple[int, str], dict] = {}  # (channel, nonce) -> the message it created
+        # (channel, nonce) -> (when, the message it created): Discord matches a nonce for a few minutes only
+        self._nonces: dict[tuple[int, str], tuple[float, dict]] = {}
+        self.nonce_seconds = nonce_seconds
         self.identified: list[tuple[int, int]] = []  # (shard id, count) of every IDENTIFY
         # channel id -> seconds a bot's message there is held before the answer (after it is made)
         self.hold_messages: dict[int, float] = {}
@@ -334,7 +339,11 @@ class DiscordEmulator:
         status, reply = await self._route(request.method, path, body, dict(request.query))
         token = request.headers.get("Authorization", "").removeprefix("Bot ")
         with self._lock:
-            self._calls.append(Call(request.method, path, dict(request.query), body, status, token=token))
+            self._calls.append(Call(request.method, path, dict(request.query), body, status, token=token,
+                                    unknown=reply == UNKNOWN_ROUTE))
+        if request.method == "POST" and path.endswith("/messages") and path.startswith("/channels/"):
+            # Made and recorded, but not yet answered: what a client killed now leaves behind.
+            await asyncio.sleep(self.hold_messages.get(int(path.split("/")[2]), 0))
         if reply is None:
             return web.Response(status=status)
         # Exactly "application/json": discord.py treats anything else as text.
@@ -374,16 +383,18 @@ class DiscordEmulator:
                 return 200, self._webhook_message(token, body)
             case "DELETE", ["webhooks", _, _, "messages", _]:
                 return 204, None
+            case "POST", ["channels", channel_id, "messages"] if int(channel_id) not in self.channels:
+                return 404, {"message": "Unknown Channel", "code": 10003}
             case "POST", ["channels", channel_id, "messages"]:
                 key = (int(channel_id), str(body.get("nonce")))
-                if body.get("enforce_nonce") and key in self._nonces:
-                    return 200, self._nonces[key]  # Discord's answer to a nonce it has seen: the first message
+                seen = self._nonces.get(key) if body.get("enforce_nonce") else None
+                if seen and time.monotonic() - seen[0] < self.nonce_seconds:
+                    return 200, seen[1]  # Discord's answer to a nonce it has seen lately: the first message
                 message = self._message(int(channel_id), self.bot_user, body.get("content") or "",
                                         embeds=body.get("embeds", []))
                 if body.get("enforce_nonce"):
-                    self._nonces[key] = message
+                    self._nonces[key] = (time.monotonic(), message)
                 await self._dispatch("MESSAGE_CREATE", message, listened=False)
-                await asyncio.sleep(self.hold_messages.get(int(channel_id), 0))  # made, but not yet answered
                 return 200, message
             case "GET", ["channels", channel_id, "messages"]:
                 return 200, self._history(int(channel_id), query)
@@ -410,7 +421,7 @@ class DiscordEmulator:
                 return 204, None
             case "PUT", ["channels", _, "messages", _, "reactions", _, "@me"]:
                 return 204, None
-        return 404, {"message": "404: Not Found", "code": 0}
+        return 404, UNKNOWN_ROUTE
 
     def _sync(self, commands: list[dict], *, guild_id: str | None) -> list[dict]:
         synced = []

@@ -375,7 +375,7 @@ class _Scenario:
         overlap = 0.0
         if tracked.start_at and tracked.end_at and window[1] > window[0]:
             overlap = max(0.0, min(window[1], tracked.end_at) - max(window[0], tracked.start_at)) / (window[1] - window[0])
-        unknown = [f"{c.method} {c.path}" for c in emulator.calls if c.status == 404 and "/messages/" not in c.path]
+        unknown = [f"{c.method} {c.path}" for c in emulator.calls if c.unknown]
         return {
             "questions": len(self.asked),
             "answered": answered,

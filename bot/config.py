@@ -130,6 +130,8 @@ class DiscordSettings:
         ids: list[int] = []
         for part in self.shard_ids.replace(" ", "").split(","):
             low, _, high = part.partition("-")
+            if int(high or low) < int(low):
+                raise ConfigError(f"discord.shard_ids: the range {part!r} runs backwards")
             ids += range(int(low), int(high or low) + 1)
         return tuple(sorted(set(ids)))
 

@@ -19,7 +19,7 @@ from typing import Protocol
 from bot.config import FeedSettings
 from index.article import DEFAULT_COLLECTION, utcnow
 from index.ingest import IngestReport
-from index.store import Announcement, Feed, FeedRegistry
+from index.store import Announcement, Feed, FeedRegistry, StoreError
 from index.urls import redact_url
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ class Ingests(Protocol):
     """The part of bot.service.NewsService the poller uses."""
 
     def ingest(
-        self, sources: list[str], *, collection: str = DEFAULT_COLLECTION, progress: bool = False
+        self, sources: list[str], *, collection: str = DEFAULT_COLLECTION, progress: bool = False,
+        untrusted: bool = False, announce: Announcement | None = None,
     ) -> IngestReport: ...
 
 
@@ -75,11 +76,15 @@ class FeedPoller:
     """
 
     def __init__(
-        self, registry: FeedRegistry, service: Ingests, *, every: timedelta, clock: Callable[[], datetime] = utcnow
+        self, registry: FeedRegistry, service: Ingests, *, every: timedelta, clock: Callable[[], datetime] = utcnow,
+        announce: bool = False, holder: str | None = None,
     ) -> None:
+        """With `announce`, the headlines of a poll's new articles are queued in the store's outbox
+        with the articles (a worker's way); `holder` is the worker whose leases the polls end."""
         if every <= timedelta(0):
             raise ValueError("the poll interval must be positive")
         self.registry, self.service, self.every, self.clock = registry, service, every, clock
+        self.announce, self.holder = announce, holder
         self._lock = asyncio.Lock()
 
     async def run(self, *, feeds: list[Feed] | None = None) -> list[PollResult]:
@@ -90,17 +95,20 @@ class FeedPoller:
             return [await self._poll(feed) for feed in feeds]
 
     async def _poll(self, feed: Feed) -> PollResult:
+        # Feeds a server added came from its members; config feeds from the operator.
+        options = {"collection": feed.collection, "untrusted": feed.collection != DEFAULT_COLLECTION}
+        if self.announce and feed.channel_id and feed.last_polled is not None:  # a first poll is the backlog
+            options["announce"] = Announcement(guild_of(feed), feed.channel_id, ())
         try:
-            # Feeds a server added came from its members; config feeds from the operator.
-            report = await asyncio.to_thread(
-                self.service.ingest, [feed.url], collection=feed.collection, untrusted=feed.collection != DEFAULT_COLLECTION
-            )
+            report = await asyncio.to_thread(self.service.ingest, [feed.url], **options)
+        except StoreError:
+            raise  # the database's trouble, not the feed's: the caller waits for it
         except Exception as exc:  # one broken feed must not stop the others
             log.warning("polling %s failed", redact_url(feed.url), exc_info=True)
             report, error = None, f"{type(exc).__name__}: {exc}"
         else:
             error = _describe_failures(report)
-        await asyncio.to_thread(self.registry.mark_polled, feed, when=self.clock(), error=error)
+        await asyncio.to_thread(self.registry.mark_polled, feed, when=self.clock(), error=error, holder=self.holder)
         if error:
             log.info("feed %s: %s", redact_url(feed.url), error)
         return PollResult(feed, list(report.added) if report else [], error, first_poll=feed.last_polled is None)

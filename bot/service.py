@@ -28,7 +28,7 @@ from index.ingest import Ingestor, IngestReport
 from index.retrieve import Hit, RetrievalMode, Retriever
 from index.sources.common import one_line
 from index.sources.fetch import FetchLimits
-from index.store import NewsStore, SearchFilters, open_store
+from index.store import Announcement, NewsStore, SearchFilters, open_store
 from index.timefilter import time_filter_in
 
 log = logging.getLogger(__name__)
@@ -219,13 +219,15 @@ class NewsService:
     # -- the index -------------------------------------------------------------------------------
 
     def ingest(
-        self, sources: list[str], *, collection: str = DEFAULT_COLLECTION, progress: bool = False, untrusted: bool = False
+        self, sources: list[str], *, collection: str = DEFAULT_COLLECTION, progress: bool = False, untrusted: bool = False,
+        announce: Announcement | None = None,
     ) -> IngestReport:
         """Reads and indexes sources. `untrusted` sources came from server members (Discord): they
-        may only be URLs, fetched with the private-address guard."""
+        may only be URLs, fetched with the private-address guard. With `announce`, the new articles'
+        headlines are queued for that channel with the articles themselves."""
         loader = self.guarded_loader if untrusted else self.loader
         with self._write_lock:
-            return self.ingestor.run(loader.run(sources), collection=collection, progress=progress)
+            return self.ingestor.run(loader.run(sources), collection=collection, progress=progress, announce=announce)
 
     def article(self, article_id: str):
         """(metadata, text) of a stored article, or None."""

@@ -2,8 +2,9 @@
 
 Workers share the feeds through leases in the store (FeedRegistry.claim_due): a feed is polled by
 one worker at a time, and the feeds of a worker that dies go to the others when its leases run out.
-New headlines are not posted from here: they are queued in the store's outbox, and the bot process
-that holds the shard of the channel's server posts them. A database that goes away is waited for,
+New headlines are not posted from here: they are queued in the store's outbox with the articles
+(one transaction on PostgreSQL), and the bot process that holds the shard of the channel's server
+posts them. A database that goes away is waited for,
 with a backoff and one log line when it goes and one when it is back.
 """
 
@@ -15,8 +16,9 @@ import signal
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from bot.feeds import FeedPoller, PollResult, announcement_for, config_feeds, this_process
+from bot.feeds import FeedPoller, PollResult, config_feeds, this_process
 from index.store import StoreError
+from index.urls import redact_url
 
 if TYPE_CHECKING:
     from bot.config import Config
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 CHECK_SECONDS = 30.0  # how often a worker with nothing due looks again
 FEEDS_PER_CLAIM = 1  # one at a time: a lease then need only outlast one poll, and the others get theirs
 MAX_BACKOFF_SECONDS = 60.0
+PRUNE_EVERY_SECONDS = 3600.0
+KEEP_SENT = timedelta(days=7)  # sent announcements are kept this long, then forgotten
 
 
 class FeedWorker:
@@ -39,27 +43,50 @@ class FeedWorker:
         self.holder = holder or this_process()
         # Nothing due: look again before the next feed can fall due.
         self.check_seconds = min(check_seconds, self.every.total_seconds() / 3)
-        self.poller = FeedPoller(self.registry, service, every=self.every)
+        self.poller = FeedPoller(self.registry, service, every=self.every, holder=self.holder,
+                                 announce=config.discord.post_headlines)
         self._stop = asyncio.Event()
+        self._synced = False
+        self._pruned_at = float("-inf")
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run_round(self) -> list[PollResult]:
-        """Lease some due feeds, poll them, and queue their announcements; [] when nothing is due."""
+        """Lease a due feed and poll it (its headlines are queued with its articles); [] when none is due."""
+        if not self._synced:  # the config's feeds, once the database answers
+            await asyncio.to_thread(self.registry.sync_config, config_feeds(self.config.feeds.sources))
+            self._synced = True
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._pruned_at > PRUNE_EVERY_SECONDS:
+            await asyncio.to_thread(self.outbox.prune, older_than=KEEP_SENT)
+            self._pruned_at = loop.time()
         feeds = await asyncio.to_thread(self.registry.claim_due, every=self.every, holder=self.holder,
                                         lease=self.lease, limit=FEEDS_PER_CLAIM)
-        results = await self.poller.run(feeds=feeds)
-        if self.config.discord.post_headlines:
-            for result in results:
-                announcement = announcement_for(result)
-                if announcement is not None:
-                    await asyncio.to_thread(self.outbox.add, announcement)
+        results = []
+        for feed in feeds:
+            renewing = asyncio.create_task(self._renew(feed))
+            try:
+                results += await self.poller.run(feeds=[feed])
+            finally:
+                renewing.cancel()
         return results
+
+    async def _renew(self, feed) -> None:
+        """Keep the lease while a long poll runs (a feed of 500 items, each page fetched): another
+        worker must not take the feed meanwhile."""
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            try:
+                held = await asyncio.to_thread(self.registry.renew, feed, holder=self.holder, lease=self.lease)
+            except StoreError:
+                continue  # the poll meets the outage too; the worker's loop reports it
+            if not held:
+                log.warning("worker %s lost its lease on %s while polling it", self.holder, redact_url(feed.url))
+                return
 
     async def run(self) -> None:
         """Rounds until `stop`: at once while feeds are due, every `check_seconds` when none is."""
-        await asyncio.to_thread(self.registry.sync_config, config_feeds(self.config.feeds.sources))
         log.info("worker %s polling feeds every %s", self.holder, self.every)
         outage_since: float | None = None
         backoff = 1.0

@@ -16,7 +16,7 @@ from index.article import Article, Chunk, Failure
 from index.chunk import Chunker
 from index.dedup import Fingerprint, MinHasher
 from index.embed import Embedder
-from index.store import DuplicateLookup, NewsStore, StoreWriter, embed_key
+from index.store import Announcement, DuplicateLookup, NewsStore, StoreWriter, embed_key
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +147,11 @@ class Ingestor:
         self.batch_chunks = batch_chunks
 
     def run(
-        self, items: Iterable[Article | Failure], *, collection: str | None = None, progress: bool = False
+        self, items: Iterable[Article | Failure], *, collection: str | None = None, progress: bool = False,
+        announce: Announcement | None = None,
     ) -> IngestReport:
+        """Ingest `items`; with `announce` (a guild and channel), each batch that adds articles queues
+        their headlines there, with the batch."""
         report = IngestReport()
         started = time.perf_counter()
         bar = tqdm(items, desc="ingest", unit=" articles", file=sys.stderr, disable=not progress, dynamic_ncols=True,
@@ -163,11 +166,11 @@ class Ingestor:
                         batch.add(self._prepare(item.with_collection(collection) if collection else item, batch))
                     # Re-read items (a poll's) add no chunks, but their folds are writes too.
                     if batch.chunks >= self.batch_chunks or len(batch.items) >= MAX_BATCH_ITEMS:
-                        self._write(writer, batch, report)
+                        self._write(writer, batch, report, announce)
                         batch = _Batch()
                     bar.set_postfix(added=len(report.added) + batch.new, dup=len(report.duplicates),
                                     failed=len(report.failed), refresh=False)
-                self._write(writer, batch, report)
+                self._write(writer, batch, report, announce)
             except KeyboardInterrupt:
                 report.interrupted = True  # the batch in hand is dropped; committed ones stay
             finally:
@@ -212,7 +215,7 @@ class Ingestor:
             report.embedded += len(missing)
         return vectors
 
-    def _write(self, writer: StoreWriter, batch: _Batch, report: IngestReport) -> None:
+    def _write(self, writer: StoreWriter, batch: _Batch, report: IngestReport, announce: Announcement | None) -> None:
         if not batch.items:
             return
         vectors = self._vectors(batch, report)
@@ -239,6 +242,8 @@ class Ingestor:
             if item.reason != "already indexed":
                 writer.add_also_reported(item.of, item.article)
             folded.append(item)
+        if announce is not None and added:
+            writer.add_announcement(dataclasses.replace(announce, article_ids=tuple(i.article.id for i in added)))
         writer.commit()
         report.added += [item.article.id for item in added]
         report.chunks += sum(len(item.chunks) for item in added)

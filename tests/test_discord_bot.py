@@ -152,7 +152,7 @@ def with_bot(emulator: DiscordEmulator, config, service, scenario: Callable[[dis
                 await runner
 
     asyncio.run(main())
-    unknown = [f"{c.method} {c.path}" for c in emulator.calls if c.status == 404 and "/messages/" not in c.path]
+    unknown = [f"{c.method} {c.path}" for c in emulator.calls if c.unknown]
     assert not unknown, unknown
     for call, message in sent_messages(emulator):
         assert message.get("allowed_mentions") == NO_MENTIONS, call

@@ -237,7 +237,11 @@ def test_two_workers_and_two_shards_share_the_work_and_survive_kills(tmp_path, p
             wait_until(lambda: emulator.identified.count((1, 2)) == 2, "shard 1 to connect again")
             assert ask(emulator, 1)
             wait_until(lambda: _unsent(store) == 0, "the restarted process to deliver what it held", timeout=60)
-            assert announced(emulator, channels[1], held_link) == 1  # posted again with its nonce: still once
+            posts = [c for c in emulator.find("POST", f"/channels/{channels[1]}/messages")
+                     if held_link in (c.body or {}).get("content", "")]
+            assert [c.token for c in posts] == ["token-serve-1"] * 2  # posted by the process that died, and again
+            assert posts[0].body["nonce"] == posts[1].body["nonce"] and posts[0].body["enforce_nonce"]
+            assert announced(emulator, channels[1], held_link) == 1  # the same nonce: Discord keeps the first
             assert store.has_article(held_id)
         except BaseException:
             print(deployment.logs())
@@ -288,18 +292,26 @@ def test_the_compose_file_runs_what_the_readme_describes():
         "serve-0": ["--config", "/app/deploy/newsdesk.toml", "serve", "--shards", "0"],
         "serve-1": ["--config", "/app/deploy/newsdesk.toml", "serve", "--shards", "1"],
     }
+    assert "-h 127.0.0.1" in services["db"]["healthcheck"]["test"][-1]  # TCP: not ready while it initialises
+    assert services["migrate"]["restart"] == "on-failure"
     for name in commands:
         service = services[name]
-        assert service["build"] == "." and service["env_file"] == ".env"
+        assert service["build"] == "."
         assert service["depends_on"]["db"]["condition"] == "service_healthy"
         if name != "migrate":
             assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-        # The database URL is made from the password in .env, never written here.
-        assert service["environment"]["NEWSDESK_DATABASE_URL"].startswith("postgresql://newsdesk:${POSTGRES_PASSWORD")
+        # The secrets come from .env through ${...}, never written here, and only where needed.
+        environment = service["environment"]
+        assert environment["NEWSDESK_DATABASE_URL"].startswith("postgresql://newsdesk:${POSTGRES_PASSWORD")
+        assert ("DISCORD_TOKEN" in environment) == name.startswith("serve-")
+        if name.startswith("serve-"):
+            assert environment["DISCORD_TOKEN"].startswith("${DISCORD_TOKEN")
     # The config the services run with, as the Dockerfile copies it into the image.
     dockerfile = (root / "Dockerfile").read_text()
     assert "COPY deploy ./deploy" in dockerfile and 'ENTRYPOINT ["newsdesk"]' in dockerfile
     config = load_config(root / "deploy" / "newsdesk.toml")
     assert (config.store.backend, config.feeds.poll_in_bot, config.discord.shard_count) == ("postgres", False, 2)
     assert config.store.url_env == "NEWSDESK_DATABASE_URL"
-    assert (root / ".env.example").read_text().count("=") >= 2 and ".env" in (root / ".gitignore").read_text()
+    assert {"DISCORD_TOKEN", "POSTGRES_PASSWORD"} <= {line.split("=")[0] for line in (root / ".env.example").read_text()
+                                                       .splitlines() if "=" in line}
+    assert ".env" in (root / ".gitignore").read_text().split() and ".env" in (root / ".dockerignore").read_text().split()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.config import Config
+from bot.config import Config, ConfigError
 from bot.discordbot.admin import AdminCommands
 from bot.discordbot.ask import ChannelQuestions
 from bot.discordbot.delivery import AnnouncementDelivery
@@ -117,6 +117,10 @@ async def create_bot(config: Config, service: NewsService, *, guild_ready_timeou
     feeds = await asyncio.to_thread(lambda: service.store.feeds)
     await asyncio.to_thread(feeds.sync_config, config_feeds(config.feeds.sources))
     settings = config.discord
+    if len(settings.shards) < settings.shard_count and config.feeds.poll_in_bot:
+        # It would poll every feed beside the other processes, and drop headlines for their servers.
+        raise ConfigError(f"this process holds shards {list(settings.shards)} of {settings.shard_count}: leave the "
+                          "feeds to `newsdesk worker` processes with [feeds] poll_in_bot = false")
     if settings.shard_count == 1:
         return WholeGatewayBot(config, service, feeds=feeds, guild_ready_timeout=guild_ready_timeout)
     return ShardedBot(config, service, feeds=feeds, guild_ready_timeout=guild_ready_timeout,

@@ -57,9 +57,7 @@ class AnnouncementDelivery(commands.Cog):
                                             lease=self.lease)
         except StoreError as exc:
             # The database is away: an exception would end this loop for good; the next round retries.
-            if not self._unavailable:
-                log.warning("announcements wait: %s", exc)
-            self._unavailable = True
+            self._report_outage(exc)
             return 0
         self._unavailable = False
         posted = 0
@@ -85,14 +83,20 @@ class AnnouncementDelivery(commands.Cog):
             log.warning("could not post announcement %s in channel %s: %s", announcement.id,
                         announcement.channel_id, exc)
         except StoreError as exc:
-            log.warning("announcement %s waits: %s", announcement.id, exc)
+            self._report_outage(exc)
             return False
         try:
             await asyncio.to_thread(self.outbox.mark_sent, announcement.id)
         except StoreError as exc:  # posted; the nonce keeps the retry from posting it twice
-            log.warning("announcement %s posted, not yet marked: %s", announcement.id, exc)
+            self._report_outage(exc)
             return False
         return True
+
+    def _report_outage(self, exc: StoreError) -> None:
+        """One line per outage: the next round that reaches the database ends it."""
+        if not self._unavailable:
+            log.warning("announcements wait: %s", exc)
+        self._unavailable = True
 
 
 def _age(announcement: Announcement) -> timedelta:

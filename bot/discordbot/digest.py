@@ -44,7 +44,7 @@ class DailyDigest(commands.Cog):
     async def post(self) -> None:
         channel = self.bot.get_channel(self.channel_id)
         if not isinstance(channel, discord.TextChannel):
-            if self.bot.shards_held.count == 1:  # with shards, the channel's server may be another process's
+            if len(self.bot.shards_held.ids) == self.bot.shards_held.count:  # else: another process's server
                 log.warning("digest channel %s not found or not a text channel", self.channel_id)
             return
         filters = filters_for(channel.guild.id)

@@ -2,7 +2,8 @@
 digests, and the announcement outbox, shared by every worker and bot process.
 
 Leases are taken with `FOR UPDATE SKIP LOCKED` and timed by the database's clock, so workers on
-machines whose clocks differ still agree on when a lease has run out.
+machines whose clocks differ still agree on when a lease has run out (when a feed was polled is the
+worker's time, as the interface passes it).
 """
 
 from __future__ import annotations
@@ -85,10 +86,20 @@ class PostgresFeedRegistry:
         )
         return sorted((Feed(*row) for row in rows), key=lambda f: (f.last_polled is not None, f.last_polled or f.added_at))
 
-    def mark_polled(self, feed: Feed, *, when: datetime, error: str | None = None) -> None:
-        self.db.rows("UPDATE feeds SET last_polled = %s, last_error = %s, lease_holder = NULL, lease_until = NULL"
-                     " WHERE url = %s AND collection = %s RETURNING url",
-                     (when, error, feed.url, feed.collection))
+    def renew(self, feed: Feed, *, holder: str, lease: timedelta) -> bool:
+        return bool(self.db.rows(
+            "UPDATE feeds SET lease_until = now() + %s WHERE url = %s AND collection = %s AND lease_holder = %s"
+            " RETURNING url", (lease, feed.url, feed.collection, holder),
+        ))
+
+    def mark_polled(self, feed: Feed, *, when: datetime, error: str | None = None, holder: str | None = None) -> None:
+        self.db.rows(
+            "UPDATE feeds SET last_polled = %s, last_error = %s,"
+            " lease_holder = CASE WHEN %s::text IS NULL OR lease_holder = %s THEN NULL ELSE lease_holder END,"
+            " lease_until = CASE WHEN %s::text IS NULL OR lease_holder = %s THEN NULL ELSE lease_until END"
+            " WHERE url = %s AND collection = %s RETURNING url",
+            (when, error, holder, holder, holder, holder, feed.url, feed.collection),
+        )
 
     def claim_digest(self, channel_id: int, day: date) -> bool:
         return bool(self.db.rows(
@@ -138,3 +149,6 @@ class PostgresOutbox:
 
     def unsent(self) -> int:
         return self.db.rows("SELECT count(*) FROM announcements WHERE sent_at IS NULL")[0][0]
+
+    def prune(self, *, older_than: timedelta) -> int:
+        return len(self.db.rows("DELETE FROM announcements WHERE sent_at < now() - %s RETURNING id", (older_than,)))

@@ -229,10 +229,23 @@ def _sharing(dim: int) -> list[str]:
     ]
 
 
+def _denser_graph(dim: int) -> list[str]:
+    # Measured on the bench's million chunks: m 16, ef_construction 64 found .74 of the exact top 10
+    # (ef_search 256; .89 at the most, 1000). FAISS's graph in the embedded backend uses M 32.
+    return [
+        "DROP INDEX chunks_embedding",
+        f"CREATE INDEX chunks_embedding ON chunks USING hnsw (embedding vector_ip_ops) "
+        f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})",
+    ]
+
+
+HNSW_M, HNSW_EF_CONSTRUCTION = 32, 128
+
 MIGRATIONS = [
     Migration(1, "articles, chunks with pgvector and full-text search, BM25 statistics, feeds", _initial),
     Migration(2, "each lexeme's best-scoring chunks, so that BM25 over common words stays fast", _champions),
     Migration(3, "feed leases and the announcement outbox, for several workers and bot processes", _sharing),
+    Migration(4, "a denser HNSW graph (m 32, ef_construction 128): recall@10 at a million chunks", _denser_graph),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

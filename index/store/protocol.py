@@ -59,6 +59,11 @@ class StoreWriter(DuplicateLookup, Protocol):
         empties those collections. Returns the ids that matched.
         """
 
+    def add_announcement(self, announcement: Announcement) -> None:
+        """Queue headlines of articles this writer adds, to go with them: on PostgreSQL in the same
+        transaction (no commit without its announcement); SQLite keeps its outbox in another file and
+        queues it right after the commit."""
+
     def import_article(self, record: ArticleRecord) -> bool:
         """Store a record copied from another store as it is (no duplicate check, no embedding);
         False if an article with its id is already here."""
@@ -88,8 +93,12 @@ class FeedRegistry(Protocol):
         """Up to `limit` due feeds that no other holder's lease covers, leased to `holder` for
         `lease` (by the store's clock): while the lease runs, no other worker polls them."""
 
-    def mark_polled(self, feed: Feed, *, when: datetime, error: str | None = None) -> None:
-        """Record a poll's outcome, and end the lease on the feed."""
+    def renew(self, feed: Feed, *, holder: str, lease: timedelta) -> bool:
+        """Extend `holder`'s lease on the feed by `lease` from now; False if it holds it no more."""
+
+    def mark_polled(self, feed: Feed, *, when: datetime, error: str | None = None, holder: str | None = None) -> None:
+        """Record a poll's outcome and end the lease on the feed (with `holder`: only if it is that
+        holder's: a worker that lost its lease must not end the next one's)."""
 
     def claim_digest(self, channel_id: int, day: date) -> bool:
         """True for the first caller only, per channel and day: a digest is posted once."""
@@ -113,6 +122,9 @@ class Outbox(Protocol):
 
     def unsent(self) -> int:
         """How many are still waiting."""
+
+    def prune(self, *, older_than: timedelta) -> int:
+        """Forget announcements sent longer ago than `older_than`; returns how many."""
 
 
 class NewsStore(DuplicateLookup, Protocol):

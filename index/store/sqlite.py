@@ -33,7 +33,7 @@ from index.dedup import Fingerprint
 from index.store.sqlite_feeds import FILE as STATE_FILE
 from index.store.sqlite_feeds import SQLiteFeedRegistry, SQLiteOutbox, from_timestamp
 from index.store.types import (
-    AlsoReported, ArticleRecord, ScoredChunk, SearchFilters, StoreCounts, StoredChunk, StoreError,
+    AlsoReported, Announcement, ArticleRecord, ScoredChunk, SearchFilters, StoreCounts, StoredChunk, StoreError,
 )
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,13 @@ def _ts(value: datetime | None) -> float | None:
     return value.timestamp() if value else None
 
 
-def _filter_sql(filters: SearchFilters) -> tuple[str, list]:
-    """A WHERE clause over `articles a` for the filters."""
+def _filter_sql(filters: SearchFilters, *, per_row: bool = False) -> tuple[str, list]:
+    """A WHERE clause over `articles a` for the filters.
+
+    The collection and outlet conditions are `IN (subquery)` by default, which lets a narrow filter
+    drive the query from its few articles. With `per_row`, for a query driven by a few given chunks,
+    they are `EXISTS` per article instead: SQLite would otherwise walk the whole list the subquery
+    makes for each (1.6 s for 200 chunks under a 60,000-article collection, bench)."""
     clauses, params = ["1"], []
     if filters.since:
         clauses.append("a.sort_time >= ?")
@@ -137,14 +142,16 @@ def _filter_sql(filters: SearchFilters) -> tuple[str, list]:
     if filters.outlets:
         # An outlet matches the article's own outlet or one that also reported it.
         marks = ",".join("?" * len(filters.outlets))
-        clauses.append(
-            f"(a.outlet COLLATE NOCASE IN ({marks}) OR a.rowid IN "
-            f"(SELECT article FROM also_reported WHERE outlet COLLATE NOCASE IN ({marks})))"
-        )
+        also = f"SELECT 1 FROM also_reported WHERE article = a.rowid AND outlet COLLATE NOCASE IN ({marks})" if per_row \
+            else f"SELECT article FROM also_reported WHERE outlet COLLATE NOCASE IN ({marks})"
+        clauses.append(f"(a.outlet COLLATE NOCASE IN ({marks}) OR {'EXISTS' if per_row else 'a.rowid IN'} ({also}))")
         params += [*filters.outlets, *filters.outlets]
     if filters.collections is not None:
         marks = ",".join("?" * len(filters.collections)) or "NULL"
-        clauses.append(f"a.rowid IN (SELECT article FROM article_collections WHERE collection IN ({marks}))")
+        if per_row:
+            clauses.append(f"EXISTS (SELECT 1 FROM article_collections WHERE article = a.rowid AND collection IN ({marks}))")
+        else:
+            clauses.append(f"a.rowid IN (SELECT article FROM article_collections WHERE collection IN ({marks}))")
         params += list(filters.collections)
     if filters.article_id is not None:
         clauses.append("a.id = ?")
@@ -390,7 +397,7 @@ class SQLiteStore:
             fetch *= 4
 
     def _passing(self, filters: SearchFilters, chunk_ids: list[int]) -> set[int]:
-        where, params = _filter_sql(filters)
+        where, params = _filter_sql(filters, per_row=True)
         passing: set[int] = set()
         for part, marks in _in_batches(chunk_ids):
             passing.update(r[0] for r in self._db.execute(
@@ -683,6 +690,7 @@ class SQLiteWriter:
         self.db.execute("BEGIN IMMEDIATE")
         self._pending: list[tuple[int, np.ndarray]] = []  # (chunk id, vector) for the next FAISS generation
         self._removed = False
+        self._announcements: list[Announcement] = []
 
     def _rowid(self, article_id: str) -> int | None:
         row = self.db.execute("SELECT rowid FROM articles WHERE id = ?", (article_id,)).fetchone()
@@ -714,6 +722,9 @@ class SQLiteWriter:
     def add_article(self, article: Article, chunks: Sequence[Chunk], fingerprint: Fingerprint,
                     embed_keys: Sequence[str], vectors: np.ndarray) -> bool:
         return self._insert(article, (article.collection,), (), fingerprint, chunks, embed_keys, vectors)
+
+    def add_announcement(self, announcement: Announcement) -> None:
+        self._announcements.append(announcement)  # queued in the state file once the articles are committed
 
     def import_article(self, record: ArticleRecord) -> bool:
         return self._insert(record.article, record.collections, record.also_reported, record.fingerprint,
@@ -800,6 +811,12 @@ class SQLiteWriter:
 
     def commit(self) -> None:
         """Write the next FAISS generation, then commit SQLite naming it. Readers switch at once."""
+        self._commit()
+        for announcement in self._announcements:
+            self.store.outbox.add(announcement)
+        self._announcements.clear()
+
+    def _commit(self) -> None:
         store = self.store
         if not self._pending and not self._removed:
             self.db.execute("COMMIT")

@@ -50,15 +50,20 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def open_state(path: str | Path) -> Path:
-    """The state file, created or brought up to date."""
+    """The state file, created or brought up to date (under the write lock: two processes may open
+    an old file at once)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with closing(_connect(path)) as db, db:
-        db.executescript(_SCHEMA)
+    with closing(_connect(path)) as db:
+        db.isolation_level = None
+        db.execute("BEGIN IMMEDIATE")
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            db.execute(statement)
         present = {row[1] for row in db.execute("PRAGMA table_info(feeds)")}
         for column, declaration in _ADDED_COLUMNS.items():
             if column not in present:
                 db.execute(f"ALTER TABLE feeds ADD COLUMN {column} {declaration}")
+        db.execute("COMMIT")
     return path
 
 
@@ -143,13 +148,20 @@ class SQLiteFeedRegistry:
                            [(holder, now + lease.total_seconds(), row[0], row[1]) for row in rows])
         return [_feed(row) for row in rows]
 
-    def mark_polled(self, feed: Feed, *, when: datetime, error: str | None = None) -> None:
+    def renew(self, feed: Feed, *, holder: str, lease: timedelta) -> bool:
         with closing(self._connect()) as db, db:
-            db.execute(
-                "UPDATE feeds SET last_polled = ?, last_error = ?, lease_holder = NULL, lease_until = NULL"
-                " WHERE url = ? AND collection = ?",
-                (when.timestamp(), error, feed.url, feed.collection),
+            cursor = db.execute(
+                "UPDATE feeds SET lease_until = ? WHERE url = ? AND collection = ? AND lease_holder = ?",
+                (utcnow().timestamp() + lease.total_seconds(), feed.url, feed.collection, holder),
             )
+        return cursor.rowcount > 0
+
+    def mark_polled(self, feed: Feed, *, when: datetime, error: str | None = None, holder: str | None = None) -> None:
+        with closing(self._connect()) as db, db:
+            db.execute("UPDATE feeds SET last_polled = ?, last_error = ? WHERE url = ? AND collection = ?",
+                       (when.timestamp(), error, feed.url, feed.collection))
+            db.execute("UPDATE feeds SET lease_holder = NULL, lease_until = NULL WHERE url = ? AND collection = ?"
+                       " AND (? IS NULL OR lease_holder = ?)", (feed.url, feed.collection, holder, holder))
 
     def claim_digest(self, channel_id: int, day: date) -> bool:
         with closing(self._connect()) as db, db:
@@ -208,6 +220,11 @@ class SQLiteOutbox:
     def unsent(self) -> int:
         with closing(_connect(self.path)) as db:
             return db.execute("SELECT count(*) FROM announcements WHERE sent_at IS NULL").fetchone()[0]
+
+    def prune(self, *, older_than: timedelta) -> int:
+        with closing(_connect(self.path)) as db, db:
+            return db.execute("DELETE FROM announcements WHERE sent_at < ?",
+                              (utcnow().timestamp() - older_than.total_seconds(),)).rowcount
 
 
 def _feed(row: tuple) -> Feed:

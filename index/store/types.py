@@ -145,9 +145,6 @@ class Shards:
         if self.count < 1 or not self.ids or any(not 0 <= i < self.count for i in self.ids):
             raise ValueError(f"shards {self.ids} of {self.count}: each must be in 0..{self.count - 1}")
 
-    def hold(self, guild_id: int) -> bool:
-        return (guild_id >> 22) % self.count in self.ids
-
 
 @dataclass(frozen=True)
 class Announcement:
