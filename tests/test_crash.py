@@ -16,8 +16,10 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from conftest import upgraded_database
@@ -47,7 +49,19 @@ def check(folder: Path) -> dict[str, int]:
 
 
 def check_pg(url: str) -> dict[str, int]:
+    killed_sessions_ended(url)
     return check_postgres(url, chunker=CHUNKER, model_name=EMBEDDER.name)
+
+
+def killed_sessions_ended(url: str, timeout: float = 30.0) -> None:
+    """A killed client's server session may still be running the COMMIT it sent before it died; what
+    that commit stores counts as committed, so the store is read once no other session is left."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as db:
+        while db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                         "AND backend_type = 'client backend' AND pid <> pg_backend_pid()").fetchone()[0]:
+            assert time.monotonic() < deadline, "a killed writer's session did not end"
+            time.sleep(0.05)
 
 
 class Worker:
