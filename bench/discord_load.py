@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import re
 import statistics
 import tempfile
 import threading
@@ -39,42 +40,59 @@ TICK = 0.005
 # -- a local RSS feed ------------------------------------------------------------------------------
 
 
-def rss_feed(articles: list[Article], *, title: str = "Bench feed") -> bytes:
-    """An RSS 2.0 document carrying each article's full text (HTML paragraphs) in its description."""
+def rss_feed(articles: list[Article], *, title: str = "Bench feed",
+             site: str = "https://feed.bench.invalid/") -> bytes:
+    """An RSS 2.0 document carrying each article's full text (HTML paragraphs) in its description.
+
+    Item links are `site` + the item's number: feeds served side by side need sites of their own,
+    since an article's id comes from its link."""
     now = datetime.now(timezone.utc)
     items = []
     for n, article in enumerate(articles):
         paragraphs = "".join(f"<p>{html.escape(p)}</p>" for p in article.text.split("\n\n") if p.strip())
-        link = f"https://feed.bench.invalid/{n}"
+        link = f"{site}{n}"
         items.append(
             f"<item><title>{html.escape(article.title)}</title><link>{link}</link><guid>{link}</guid>"
             f"<pubDate>{format_datetime(now - timedelta(minutes=n))}</pubDate>"
             f"<description>{html.escape(paragraphs)}</description></item>"
         )
     return (f'<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>{title}</title>'
-            f"<link>https://feed.bench.invalid/</link><description>bench</description>{''.join(items)}"
+            f"<link>{site}</link><description>bench</description>{''.join(items)}"
             f"</channel></rss>").encode("utf-8")
 
 
 class FeedServer:
-    """Serves one feed document at /feed.xml on 127.0.0.1; notes when it was fetched."""
+    """Serves feed documents on 127.0.0.1, the n-th at /feed/<n>.xml, and logs every fetch.
 
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.fetched = threading.Event()
+    With `gate` above 1, the first fetches are held until `gate` of them have arrived (at most
+    `gate_timeout` seconds): processes that load at different speeds, one fetch each, then start
+    together. `opened_at` is when the first fetches went through (wall clock, as `fetches`).
+    """
+
+    def __init__(self, documents: list[bytes], *, gate: int = 1, gate_timeout: float = 300.0) -> None:
+        self.documents = documents
+        self.fetches: list[tuple[int, float]] = []  # (feed number, wall-clock time its document was sent)
+        self.gate, self.gate_timeout = gate, gate_timeout
+        self.opened_at: float | None = None
+        self.gate_timed_out = False
+        self._arrived = 0
+        self._gate = threading.Condition()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
-                if self.path.split("?")[0] != "/feed.xml":
+                match = re.fullmatch(r"/feed/(\d+)\.xml", self.path.split("?")[0])
+                if not match or int(match[1]) >= len(owner.documents):
                     self.send_error(404)
                     return
+                n = int(match[1])
+                owner._through_gate()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/rss+xml")
-                self.send_header("Content-Length", str(len(owner.body)))
+                self.send_header("Content-Length", str(len(owner.documents[n])))
                 self.end_headers()
-                self.wfile.write(owner.body)
-                owner.fetched.set()
+                self.wfile.write(owner.documents[n])
+                owner.fetches.append((n, time.time()))
 
             def log_message(self, format: str, *args) -> None:  # noqa: A002
                 pass
@@ -83,9 +101,25 @@ class FeedServer:
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/feed.xml"
+    def url(self, n: int = 0) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/feed/{n}.xml"
+
+    def fetch_counts(self) -> list[int]:
+        """How many times each feed was fetched."""
+        return [sum(1 for fetched, _ in self.fetches if fetched == n) for n in range(len(self.documents))]
+
+    def _through_gate(self) -> None:
+        with self._gate:
+            if self.opened_at is not None:
+                return
+            self._arrived += 1
+            if self._arrived < self.gate and self._gate.wait_for(lambda: self.opened_at is not None,
+                                                                 self.gate_timeout):
+                return
+            if self.opened_at is None:  # the last fetch the gate waited for, or the wait ran out
+                self.gate_timed_out = self._arrived < self.gate
+                self.opened_at = time.time()
+                self._gate.notify_all()
 
     def __enter__(self) -> FeedServer:
         self.thread.start()
@@ -171,7 +205,7 @@ print(max(late) * 1000, late[int(len(late) * 0.99)] * 1000, len(late))
 """
 
 
-class _SchedulerProbe:
+class SchedulerProbe:
     """The same 5 ms tick in a separate, idle process: how late the machine itself wakes a sleeper.
 
     On a shared two-core machine the operating system alone can delay a thread by tens of ms; this
@@ -182,7 +216,7 @@ class _SchedulerProbe:
         self.process = None
         self.result: dict = {}
 
-    def __enter__(self) -> _SchedulerProbe:
+    def __enter__(self) -> SchedulerProbe:
         import subprocess
         import sys
 
@@ -199,6 +233,51 @@ class _SchedulerProbe:
         except Exception as exc:  # a figure for context only: never fail the section for it
             self.process.kill()
             self.result = {"error": f"{type(exc).__name__}: {exc}"}
+
+
+async def watch_loop(ticks: list[tuple[float, float]], stop: asyncio.Event) -> None:
+    """Sleeps TICK again and again until `stop`, noting (monotonic time, lateness in s) of every
+    wake-up: how long the event loop was kept from running a ready task."""
+    while not stop.is_set():
+        before = time.perf_counter()
+        await asyncio.sleep(TICK)
+        ticks.append((time.monotonic(), time.perf_counter() - before - TICK))
+
+
+async def wait_answered(emulator, payloads: list[dict], timeout: float) -> int:
+    """Until every interaction has at least one follow-up (an answer may come in several); returns how
+    many have none after `timeout` (reported, not raised: the figures still count)."""
+    prefix = f"/webhooks/{emulator.application_id}/"
+    tokens = {payload["token"] for payload in payloads}
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = {c.path[len(prefix):].split("/")[0] for c in emulator.find("POST", prefix)}
+        if tokens <= seen or time.monotonic() > deadline:
+            return len(tokens - seen)
+        await asyncio.sleep(0.01)
+
+
+def response_figures(emulator, sent: list[tuple[dict, float]]) -> dict:
+    """Of interactions sent at known moments (monotonic): how many were answered, and the time to
+    the first response (the defer) and to the answer."""
+    app = emulator.application_id
+    first_response, answered_after, cited = [], [], 0
+    for payload, at in sent:
+        callbacks = emulator.find("POST", f"/interactions/{payload['id']}/{payload['token']}/callback")
+        replies = emulator.find("POST", f"/webhooks/{app}/{payload['token']}")
+        if callbacks:
+            first_response.append((callbacks[0].at - at) * 1000)
+        if replies:
+            answered_after.append((replies[0].at - at) * 1000)
+            cited += "[1]" in (replies[0].body or {}).get("content", "")
+    return {
+        "questions": len(sent),
+        "answered": len(answered_after),
+        "answers_with_citation": cited,
+        "all_answered": len(answered_after) == len(sent),
+        "first_response": latency_summary(first_response),
+        "answer": latency_summary(answered_after),
+    }
 
 
 async def _wait_event(event: threading.Event, timeout: float) -> bool:
@@ -244,7 +323,7 @@ def run(config: Config, embedder, corpus: Path, *, seed_articles: int = 200, fee
         voice_level = voice.level
         voice.setLevel(logging.ERROR)
         try:
-            with FeedServer(rss_feed(feed_items)) as feed, DiscordEmulator(guilds=1) as emulator:
+            with FeedServer([rss_feed(feed_items)]) as feed, DiscordEmulator(guilds=1) as emulator:
                 cfg.discord.api_base, cfg.discord.gateway_url = emulator.api_base, emulator.gateway_url
                 # Capacity is measured, not the rate limits: 50 questions in a minute from one server
                 # would be past them, so the per-member and per-server buckets are switched off.
@@ -252,10 +331,10 @@ def run(config: Config, embedder, corpus: Path, *, seed_articles: int = 200, fee
                 cfg.discord.dev_guild_ids = []
                 cfg.discord.digest_time = ""
                 cfg.fetch.fetch_linked_pages = False  # the items link to a host that does not exist
-                cfg.feeds.sources = [FeedSettings(url=feed.url)]
+                cfg.feeds.sources = [FeedSettings(url=feed.url())]
                 reset_peak_rss()
                 rss_start = rss_mb()
-                with _RssSampler() as sampler, _SchedulerProbe() as machine:
+                with _RssSampler() as sampler, SchedulerProbe() as machine:
                     scenario = _Scenario(emulator, tracked, asked, lead_seconds=lead_seconds, timeout=timeout,
                                          progress=progress)
                     asyncio.run(scenario.main(create_bot, cfg, service))
@@ -263,7 +342,7 @@ def run(config: Config, embedder, corpus: Path, *, seed_articles: int = 200, fee
                 out["event_loop"]["idle_process_same_tick"] = machine.result
                 out["memory"] = {"rss_start_mb": round(rss_start, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
                                  "peak_rss_sampled_mb": round(sampler.peak, 1)}
-                out["feed_url_fetched"] = feed.fetched.is_set()
+                out["feed_url_fetched"] = bool(feed.fetches)
         finally:
             logging.getLogger().removeHandler(errors)
             voice.setLevel(voice_level)
@@ -309,7 +388,7 @@ class _Scenario:
                 if ready not in done:
                     raise RuntimeError("the bot did not become ready")
                 self.ready_at = time.monotonic()
-                watcher = asyncio.create_task(self._watch(stop))
+                watcher = asyncio.create_task(watch_loop(self.ticks, stop))
                 # The poller starts the feed's first poll as soon as the bot is ready.
                 if not await _wait_event(self.tracked.started, 60):
                     raise RuntimeError("the feed poller did not start ingesting")
@@ -321,7 +400,10 @@ class _Scenario:
                     payload = await emulator.interaction("ask", {"question": question},
                                                          user=emulator.user(f"reader{n}"))
                     self.sent.append((payload, at))
-                await self._all_answered()
+                unanswered = await wait_answered(emulator, [payload for payload, _ in self.sent], self.timeout)
+                if unanswered:
+                    self.progress(f"discord_load: {unanswered} of {len(self.sent)} questions unanswered "
+                                  f"after {self.timeout:.0f} s")
                 self.window = (first, time.monotonic())
                 self.progress("discord_load: every question answered; waiting for the feed ingest to finish")
                 await _wait_event(self.tracked.done, self.timeout)
@@ -334,40 +416,7 @@ class _Scenario:
                 await bot.close()
                 await runner
 
-    async def _all_answered(self) -> None:
-        """Until every interaction has at least one follow-up (an answer may come in several)."""
-        prefix = f"/webhooks/{self.emulator.application_id}/"
-        tokens = {payload["token"] for payload, _ in self.sent}
-        deadline = time.monotonic() + self.timeout
-        while True:
-            seen = {c.path[len(prefix):].split("/")[0] for c in self.emulator.find("POST", prefix)}
-            if tokens <= seen:
-                return
-            if time.monotonic() > deadline:  # reported as unanswered, not raised: the figures still count
-                self.progress(f"discord_load: {len(tokens - seen)} of {len(tokens)} questions unanswered "
-                              f"after {self.timeout:.0f} s")
-                return
-            await asyncio.sleep(0.01)
-
-    async def _watch(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            before = time.perf_counter()
-            await asyncio.sleep(TICK)
-            self.ticks.append((time.monotonic(), time.perf_counter() - before - TICK))
-
     def figures(self, emulator) -> dict:
-        app = emulator.application_id
-        first_response, answered_after, cited = [], [], 0
-        answered = 0
-        for payload, at in self.sent:
-            callbacks = emulator.find("POST", f"/interactions/{payload['id']}/{payload['token']}/callback")
-            replies = emulator.find("POST", f"/webhooks/{app}/{payload['token']}")
-            if callbacks:
-                first_response.append((callbacks[0].at - at) * 1000)
-            if replies:
-                answered += 1
-                answered_after.append((replies[0].at - at) * 1000)
-                cited += "[1]" in (replies[0].body or {}).get("content", "")
         window = self.window or (0.0, 0.0)
         in_window = [late for when, late in self.ticks if window[0] <= when <= window[1]]
         all_lates = [late for _, late in self.ticks]
@@ -377,12 +426,7 @@ class _Scenario:
             overlap = max(0.0, min(window[1], tracked.end_at) - max(window[0], tracked.start_at)) / (window[1] - window[0])
         unknown = [f"{c.method} {c.path}" for c in emulator.calls if c.unknown]
         return {
-            "questions": len(self.asked),
-            "answered": answered,
-            "answers_with_citation": cited,
-            "all_answered": answered == len(self.asked),
-            "first_response": latency_summary(first_response),
-            "answer": latency_summary(answered_after),
+            **response_figures(emulator, self.sent),
             "questions_window_s": round(window[1] - window[0], 2),
             "ingest_overlap_share": round(overlap, 3),  # of the questions' window, with the ingest running
             "ingest_still_running_after_answers": bool(tracked.end_at is None or tracked.end_at > window[1]),

@@ -331,6 +331,8 @@ def markdown(summary: dict, results_dir: Path) -> str:
             lines.append(f"| {row['setting']} | {row['condition']} | {_fmt(q['p50_ms'])} / {_fmt(q['p95_ms'])} ms | "
                          f"{_fmt(row['passages_per_s'])} |")
         lines.append("")
+    if "scale_out" in s:
+        lines += _scale_out(s["scale_out"])
     if "backends" in s:
         lines += _backends(s["backends"])
     findings = _findings(s)
@@ -352,6 +354,68 @@ def markdown(summary: dict, results_dir: Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _load(before: list[float], after: list[float]) -> str:
+    return f"{before[0]:.1f} → {after[0]:.1f}"
+
+
+def _scale_out(r: dict) -> list[str]:
+    ingest, ask = r["ingest"], r["ask"]
+    cores = r.get("machine", {}).get("cpus_usable")
+    lines = [
+        "## Scaling out: workers and shards",
+        "",
+        f"`newsdesk worker` processes (real processes, the real model) poll {ingest['feeds']} local RSS feeds "
+        f"({ingest['items_in_feeds']} articles of `{r['corpus']}`, the full text in the items, a slice of its own "
+        "in each feed) into one PostgreSQL; each run on a fresh schema and fresh data folders, so every run "
+        f"embeds from scratch. Timed {ingest['timed']}. Load average: the 1-minute figure before → after each run.",
+        "",
+        "| workers | seconds | from process start | articles | chunks | articles/s | chunks/s | load average |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in ingest["runs"]:
+        lines.append(f"| {run['workers']} | {_fmt(run['seconds'])} | {_fmt(run.get('seconds_from_process_start'))} | "
+                     f"{run['articles']:,} | {run['chunks']:,} | {_fmt(run['articles_per_s'])} | "
+                     f"**{_fmt(run['chunks_per_s'])}** | "
+                     f"{_load(run['load_average_before'], run['load_average_after'])} |")
+    fetched_once = all(n == 1 for run in ingest["runs"] for n in run["fetches_per_feed"])
+    ratio = ingest.get("ratio_2_workers_to_1")
+    lines += [
+        "",
+        (f"Two workers against one: **{ratio:.2f}×** the chunks/s" if ratio is not None else "Two workers against "
+         "one: –") + f", on {cores or '?'} usable cores (each worker's torch uses all of them). Every run stored "
+        f"{'the same' if ingest['same_articles_every_run'] else '**different**'} articles and chunks; each feed was "
+        f"fetched {'once' if fetched_once else '**more than once**'} per run.",
+        "",
+        f"Questions: {ask['questions']} `/ask`s at once, alternating between a guild on shard 0 and one on shard 1, "
+        f"over {ask['index']['articles']} articles ({ask['index']['chunks']:,} chunks) in the same PostgreSQL, after "
+        "one warm-up question per guild; rate limits off. Bot processes run `newsdesk serve` (through "
+        "`bench/serve_probe.py`, which adds a 5 ms tick to the event loop), each layout on a fresh Discord emulator. "
+        "The stall is the longest tick lateness while the questions were in flight (over the bot's whole life, "
+        "connecting and the warm-ups included, in brackets).",
+        "",
+        "| layout | answered | first response p50 / p95 | answer p50 / p95 | longest event-loop stall | "
+        "idle process, same tick | load average |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for layout in ask["layouts"]:
+        fr, an = layout["first_response"], layout["answer"]
+        stalls = "; ".join(f"{name}: {_fmt(p['event_loop']['max_stall_during_questions_ms'])} "
+                           f"({_fmt(p['event_loop'].get('max_stall_ms'))}) ms" for name, p in layout["processes"].items())
+        idle = layout.get("idle_process_same_tick", {}).get("max_lateness_ms")
+        lines.append(
+            f"| {layout['layout']} | {layout['answered']}/{layout['questions']} | {_fmt(fr.get('p50_ms'))} / "
+            f"{_fmt(fr.get('p95_ms'))} ms | {_fmt(an.get('p50_ms'))} / **{_fmt(an.get('p95_ms'))} ms** | {stalls} | "
+            f"{_fmt(idle)} ms | {_load(layout['load_average_before'], layout['load_average_after'])} |")
+    routed = all(layout["each_guild_answered_by_its_shards_process"] for layout in ask["layouts"])
+    lines += [
+        "",
+        "Each guild's interactions reached " + ("only the process holding its shard." if routed else
+                                                "**a process not holding its shard**."),
+        "",
+    ]
+    return lines
 
 
 def _backends(r: dict) -> list[str]:

@@ -26,6 +26,7 @@ QUICK = {
     "vector_search": {"sizes": (10_000, 30_000, 100_000), "latency_queries": 100},
     "discord_load": {"seed_articles": 100, "feed_articles": 50},
     "threads": {"queries": 10, "texts": 32},
+    "scale_out": {"feeds": 4, "articles_per_feed": 15, "ask_articles": 50, "questions": 20},
     "backends": {"sizes": (50_000,), "questions": 50, "scoped_questions": 20, "recall_queries": 50,
                  "memory_queries": 5},
 }
@@ -131,6 +132,11 @@ class Bench:
         from bench import threads
 
         return threads.run(self.config, progress=self.progress, **kw)
+
+    def scale_out(self, **kw) -> dict:
+        from bench import scale_out
+
+        return scale_out.run(self.config, self.embedder, self.slice_corpus, progress=self.progress, **kw)
 
     def backends(self, **kw) -> dict:
         from bench import backends

@@ -1,5 +1,6 @@
 """`newsdesk bench` on tiny inputs with the fake embedder: every section runs, and its JSON has the
-figures the report reads, positive and consistent with each other. No timing is asserted."""
+figures the report reads, positive and consistent with each other. No timing is asserted. scale_out
+starts processes that load the real model, so it runs in a test of its own, with the real model."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ PARAMS = {
     "backends": {"sizes": (150, 300), "questions": 4, "warmup": 1, "scoped_questions": 2, "recall_queries": 5,
                  "memory_queries": 0, "tune_server": False},
 }
+IN_PROCESS = [name for name in SECTIONS if name != "scale_out"]
 
 
 @pytest.fixture
@@ -64,13 +66,13 @@ def test_every_section_writes_its_figures(config, corpus, tmp_path):
     plot = _plot_available()
     bench = Bench(config, data_dir=tmp_path / "benchdata", results_dir=results, corpus=corpus,
                   embedder=FakeEmbedder(), params=PARAMS, progress=False, plot=plot)
-    summary = bench.run()
-    assert summary["failed"] == {} and summary["ran"] == list(SECTIONS)
-    for name in SECTIONS:
+    summary = bench.run(IN_PROCESS)
+    assert summary["failed"] == {} and summary["ran"] == IN_PROCESS
+    for name in IN_PROCESS:
         record = json.loads((results / f"{name}.json").read_text())
         assert record["section"] == name and record["date"] and record["machine"]["cpu_count"] >= 1
         assert record["machine"]["python"] and record["machine"]["faiss"]
-    assert json.loads((results / "summary.json").read_text())["sections"].keys() == set(SECTIONS)
+    assert json.loads((results / "summary.json").read_text())["sections"].keys() == set(IN_PROCESS)
     s = summary["sections"]
 
     ingest = s["ingest_throughput"]
@@ -139,7 +141,7 @@ def test_every_section_writes_its_figures(config, corpus, tmp_path):
     # A second run reuses the index (the corpus is not ingested again) and keeps the other sections.
     again = Bench(config, data_dir=tmp_path / "benchdata", results_dir=results, corpus=corpus,
                   embedder=FakeEmbedder(), params=PARAMS, progress=False, plot=False).run(["ask_latency"])
-    assert again["ran"] == ["ask_latency"] and again["sections"].keys() == set(SECTIONS)
+    assert again["ran"] == ["ask_latency"] and again["sections"].keys() == set(IN_PROCESS)
     assert again["sections"]["ask_latency"]["corpus_first_ingest"]["ingested_now"] is False
     # A change to how the index is cut builds it again (re-ingesting would only find it all indexed).
     config.index.chunk_tokens = 60
@@ -147,6 +149,51 @@ def test_every_section_writes_its_figures(config, corpus, tmp_path):
                     embedder=FakeEmbedder(), params=PARAMS, progress=False, plot=False).run(["ask_latency"])
     first = rebuilt["sections"]["ask_latency"]["corpus_first_ingest"]
     assert first["ingested_now"] and first["articles_added"] == 70 and first["embedded"] == first["chunks"]
+
+
+@pytest.mark.slow
+def test_scale_out_runs_real_workers_and_bot_processes(config, corpus, tmp_path):
+    """Workers and bot processes as an operator runs them (the real model, an embedded PostgreSQL): every
+    article stored once by one worker and by two, every question answered, each guild's questions
+    handled by the process holding its shard only."""
+    params = {"feeds": 3, "articles_per_feed": 4, "ask_articles": 10, "questions": 6, "timeout": 300}
+    bench = Bench(config, data_dir=tmp_path / "benchdata", results_dir=tmp_path / "results", corpus=corpus,
+                  params={"scale_out": params}, progress=False, plot=False)
+    summary = bench.run(["scale_out"])
+    assert summary["failed"] == {} and summary["ran"] == ["scale_out"]
+    result = summary["sections"]["scale_out"]
+
+    ingest = result["ingest"]
+    runs = ingest["runs"]
+    assert [run["workers"] for run in runs] == [1, 2] and ingest["items_in_feeds"] == 12
+    for run in runs:
+        # The corpus has no duplicates: every item is one stored article, each feed polled once.
+        assert run["articles"] == 12 and run["chunks"] >= 12 and run["fetches_per_feed"] == [1, 1, 1]
+        assert not run["start_gate_timed_out"] and 0 < run["seconds"] < run["seconds_from_process_start"]
+        assert run["chunks_per_s"] == pytest.approx(run["chunks"] / run["seconds"], rel=0.01)
+        assert len(run["load_average_before"]) == len(run["load_average_after"]) == 3
+    assert ingest["same_articles_every_run"] and runs[0]["chunks"] == runs[1]["chunks"]
+    assert ingest["ratio_2_workers_to_1"] == pytest.approx(runs[1]["chunks_per_s"] / runs[0]["chunks_per_s"], rel=0.01)
+
+    ask = result["ask"]
+    assert ask["index"]["articles"] == 10 and ask["questions"] == 6
+    two, one = ask["layouts"]
+    assert {name: p["shards"] for name, p in two["processes"].items()} == {"serve-0": [0], "serve-1": [1]}
+    assert {name: p["shards"] for name, p in one["processes"].items()} == {"serve-0-1": [0, 1]}
+    for layout in (two, one):
+        assert layout["all_answered"] and layout["answered"] == layout["questions"] == 6
+        assert layout["first_response"]["n"] == layout["answer"]["n"] == 6
+        assert layout["first_response"]["p50_ms"] <= layout["answer"]["p50_ms"]
+        assert layout["each_guild_answered_by_its_shards_process"]
+        received = sum(sum(p["interactions_received"].values()) for p in layout["processes"].values())
+        assert received == layout["questions"] + layout["warm_up_questions"]  # each reached one process, once
+        for process in layout["processes"].values():
+            assert process["received_its_shards_guilds_only"]
+            assert process["event_loop"]["ticks"] > 0 and process["event_loop"]["max_stall_during_questions_ms"] >= 0
+        assert layout["idle_process_same_tick"]["max_lateness_ms"] >= 0
+    # Alternating guilds: each of the two processes got its guild's three questions (and its warm-up).
+    assert all(sum(p["interactions_received"].values()) >= 4 for p in two["processes"].values())
+    assert result["postgres"]["pgvector"] and result["model"] == "all-MiniLM-L6-v2"
 
 
 def test_a_missing_matplotlib_is_one_clear_error(monkeypatch):
