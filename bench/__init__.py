@@ -4,6 +4,8 @@ One module per measurement, each a function that returns a dict of figures:
 
 - `ingest_throughput`: chunks/s of a whole ingest against the bare model's encode on the same chunks;
 - `ask_latency`: `ask` in extractive mode over the Reuters + BBC corpus (p50/p95/p99, retrieval alone);
+- `abstention`: questions from the corpus and questions off it (`data/off_corpus_questions.txt`), how
+  often each gets an answer across abstention thresholds;
 - `footprint`: resident memory and disk bytes per 100k chunks (probes in fresh processes);
 - `discord_load`: 50 concurrent questions through the Discord emulator while a feed is ingested;
 - `vector_search`: exact and HNSW search from 10k to 1M vectors, recall@10 of HNSW against exact;
@@ -22,5 +24,5 @@ runs `newsdesk serve` with a watch on its event loop, for scale_out's bot proces
 # discord_load runs before vector_search, whose million vectors would stay in the process's heap
 # and inflate the load's resident-memory figures.
 # backends runs last: it builds (once) and reads stores of a million chunks.
-SECTIONS = ("ingest_throughput", "ask_latency", "footprint", "discord_load", "vector_search", "threads", "scale_out",
-            "backends")
+SECTIONS = ("ingest_throughput", "ask_latency", "abstention", "footprint", "discord_load", "vector_search", "threads",
+            "scale_out", "backends")

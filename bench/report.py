@@ -331,6 +331,8 @@ def markdown(summary: dict, results_dir: Path) -> str:
             lines.append(f"| {row['setting']} | {row['condition']} | {_fmt(q['p50_ms'])} / {_fmt(q['p95_ms'])} ms | "
                          f"{_fmt(row['passages_per_s'])} |")
         lines.append("")
+    if "abstention" in s:
+        lines += _abstention(s["abstention"])
     if "scale_out" in s:
         lines += _scale_out(s["scale_out"])
     if "backends" in s:
@@ -358,6 +360,31 @@ def markdown(summary: dict, results_dir: Path) -> str:
 
 def _load(before: list[float], after: list[float]) -> str:
     return f"{before[0]:.1f} → {after[0]:.1f}"
+
+
+def _abstention(r: dict) -> list[str]:
+    lines = [
+        "## Questions the news does not answer",
+        "",
+        f"{r['questions_present']} questions drawn from the bench index (as in `ask` latency) and "
+        f"{r['questions_absent']} written off its corpus (`bench/data/off_corpus_questions.txt`: later events, "
+        "general knowledge, everyday questions), each answered once with the abstention step left out and its "
+        "confidence kept. `answered_absent`: off-corpus questions that got an answer (lower is better); "
+        "`found_present`: corpus questions answered; `recall_present`: answered and citing the question's own article.",
+        "",
+        "| abstain_below | answered_absent | found_present | recall_present |",
+        "|---|---|---|---|",
+    ]
+    for point in r["curve"]:
+        mark = "**" if abs(point["abstain_below"] - r["abstain_below"]) < 1e-9 else ""
+        lines.append(f"| {mark}{point['abstain_below']:.2f}{mark} | {point['answered_absent']:.3f} | "
+                     f"{point['found_present']:.3f} | {point['recall_present']:.3f} |")
+    answered = r.get("answered_off_corpus") or []
+    lines += ["", f"At the configured {r['abstain_below']} (in bold): answered_absent {r['answered_absent']:.3f}, "
+              f"found_present {r['found_present']:.3f}, recall_present {r['recall_present']:.3f}. "
+              + (f"Off-corpus questions still answered: {'; '.join(answered)}." if answered else
+                 "No off-corpus question was answered."), ""]
+    return lines
 
 
 def _scale_out(r: dict) -> list[str]:

@@ -26,6 +26,7 @@ QUICK = {
     "vector_search": {"sizes": (10_000, 30_000, 100_000), "latency_queries": 100},
     "discord_load": {"seed_articles": 100, "feed_articles": 50},
     "threads": {"queries": 10, "texts": 32},
+    "abstention": {"questions": 50},
     "scale_out": {"feeds": 4, "articles_per_feed": 15, "ask_articles": 50, "questions": 20},
     "backends": {"sizes": (50_000,), "questions": 50, "scoped_questions": 20, "recall_queries": 50,
                  "memory_queries": 5},
@@ -101,6 +102,11 @@ class Bench:
         result["corpus"] = [f"{p.parent.name}/{p.name}" for p in self.corpus]
         result["corpus_first_ingest"] = self.corpus_ingest
         return result
+
+    def abstention(self, **kw) -> dict:
+        from bench import abstention
+
+        return abstention.run(self.service, progress=self.progress, **kw)
 
     def footprint(self, **kw) -> dict:
         from bench import footprint

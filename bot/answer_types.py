@@ -52,13 +52,37 @@ class Citation:
         return source_label(self.title, self.outlet, self.published)
 
 
+@dataclass(frozen=True)
+class SearchResult:
+    """An article that matches a search, or a story close to a question that nothing answers."""
+
+    article_id: str
+    title: str
+    outlet: str | None
+    url: str | None
+    published: datetime | None
+    snippet: str
+    score: float
+
+    def to_json(self) -> dict:
+        return {
+            "article_id": self.article_id, "title": self.title, "outlet": self.outlet, "url": self.url,
+            "published": self.published.isoformat() if self.published else None,
+            "snippet": self.snippet, "score": round(self.score, 5),
+        }
+
+    def label(self) -> str:
+        return source_label(self.title, self.outlet, self.published)
+
+
 @dataclass
 class Answer:
     """A cited answer or summary.
 
     `text` carries `[n]` markers that refer to `citations[n-1]`. `mode` says who wrote it:
     the extractive engine or a language model. `note` is a one-line remark for the reader,
-    e.g. why the LLM answer was replaced by the extractive one.
+    e.g. why the LLM answer was replaced by the extractive one. When the news does not answer
+    the question (`found` false), `closest` lists the stories nearest to it, as search results.
     """
 
     text: str
@@ -69,6 +93,7 @@ class Answer:
     found: bool = True  # False when nothing relevant was indexed
     claims_supported: int | None = None
     claims_unsupported: int | None = None
+    closest: list[SearchResult] = field(default_factory=list)
 
     def to_json(self) -> dict:
         data = {
@@ -78,6 +103,7 @@ class Answer:
             "citations": [c.to_json() for c in self.citations],
             "timing_ms": {k: round(v, 2) for k, v in self.timing_ms.items()},
             "note": self.note,
+            "closest": [r.to_json() for r in self.closest],
         }
         if self.claims_supported is not None:
             data["claims"] = {"supported": self.claims_supported, "unsupported": self.claims_unsupported}

@@ -136,10 +136,13 @@ def cmd_eval(args, config):
     from bot.evaluate import QAEvaluation, SummaryEvaluation
 
     if args.what == "qa":
-        result = QAEvaluation(config, limit=args.limit, backends=args.backend or ()).run(args.data,
-                                                                                        progress=not args.quiet)
+        evaluation = QAEvaluation(config, limit=args.limit, backends=args.backend or (), abstention=args.abstention)
+        result = evaluation.run(args.data, progress=not args.quiet)
+        if args.abstention:
+            _emit(args, result, abstention_lines(result))
+            return 0
         keys = ("n", "hit_at_1", "hit_at_5", "hit_at_10", "answer_recall", "citation_precision", "answer_words",
-                "p50_ms", "p95_ms")
+                "answered", "purity", "p50_ms", "p95_ms")
         lines = ["backend  mode    " + " ".join(f"{k:>18}" for k in keys)]
         for backend, figures in result.get("backends", {result["backend"]: result}).items():
             rows = [("hybrid", figures), ("dense", figures["baselines"]["dense"]), ("bm25", figures["baselines"]["bm25"])]
@@ -151,6 +154,23 @@ def cmd_eval(args, config):
                   for name, r in (("newsdesk", result), ("lead-3", result["lead3"]))]
     _emit(args, result, "\n".join(lines))
     return 0
+
+
+def abstention_lines(result: dict) -> str:
+    """The abstention split as a table: the figures at the configured threshold, then the curve."""
+    lines = [f"{result['indexed_articles']} of {result['articles']} stories indexed; "
+             f"{result['questions_present']} questions about them, {result['questions_absent']} about the others",
+             f"at abstain_below {result['abstain_below']}: answered_absent {result['answered_absent']}, "
+             f"found_present {result['found_present']}, recall_present {result['recall_present']}, "
+             f"purity {result['purity']}",
+             "", f"{'abstain_below':>14}{'answered_absent':>17}{'found_present':>15}{'recall_present':>16}"
+             f"{'cross-validated':>17}"]
+    for point, cross in zip(result["curve"], result["refitted"]["cross_validated_curve"]):
+        lines.append(f"{point['abstain_below']:>14.2f}{point['answered_absent']:>17}{point['found_present']:>15}"
+                     f"{point['recall_present']:>16}   {cross['answered_absent']} / {cross['found_present']}")
+    refit = result["refitted"]
+    lines.append(f"refitted weights: {refit['weights']}, bias {refit['bias']}")
+    return "\n".join(lines)
 
 
 def cmd_bench(args, config):
@@ -312,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=("qa", "summary"))
     p.add_argument("--data", required=True, help="e.g. ../shared/data/newsqa/dev.jsonl or ../shared/data/cnndm/dev.jsonl")
     p.add_argument("--limit", type=int, help="only the first N rows")
+    p.add_argument("--abstention", action="store_true",
+                   help="qa: index a hash-chosen half of the stories, ask every question, and report how "
+                        "often questions about the other half get answered, across abstention thresholds")
     p.add_argument("--backend", action="append", choices=("sqlite", "postgres"),
                    help="qa: index and ask in this backend (repeatable, side by side; default [store] backend); "
                         "postgres uses a temporary schema in the database named by [store] url_env")
@@ -320,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", cmd_bench, "measure ingest, ask latency, vector search, memory and Discord load")
     p.add_argument("--only", action="append", metavar="SECTION",
                    help="run only this section (repeatable): ingest_throughput, ask_latency, footprint, "
-                        "discord_load, vector_search, threads")
+                        "discord_load, vector_search, threads, abstention, scale_out, backends")
     p.add_argument("--data-dir", help="the persistent bench index (default: <index dir>/bench)")
     p.add_argument("--results", help="where the JSON results go (default: bench/results; with --quick, "
                                       "quick-results in the bench data dir)")

@@ -73,6 +73,8 @@ class AnswerSettings:
     max_words: int = 60
     summary_sentences: int = 3
     digest_stories: int = 8
+    abstain_below: float = 0.4
+    closest_stories: int = 3
 
 
 @dataclass

@@ -70,6 +70,25 @@ class Sentence:
     start: int
     end: int
     rank: int  # rank of the passage it came from, 0 = best
+    previous: Sentence | None = None  # the article's sentence before it, for one that leans on it
+
+
+# A sentence that starts with a pronoun or "the company", or quotes someone named only by a pronoun,
+# means little without the sentence before it ("'It will happen,' he said.").
+_LEANING_START = re.compile(
+    r"^[\"“‘']?(he|she|they|it|this|that|these|those|his|her|their|its|such|the (company|firm|group|move|deal|plan|"
+    r"decision|bank|government|report|official|spokesman|spokeswoman|minister|club|team|player))\b",
+    re.IGNORECASE,
+)
+_PRONOUN_ATTRIBUTION = re.compile(
+    r"[,\"”’]\s*(he|she|they|it) (said|says|added|adds|told|noted|explained|argued|warned|insisted)\b[^.!?]*[.!?]?[\"”’]?$",
+    re.IGNORECASE,
+)
+
+
+def leans_on_previous(text: str) -> bool:
+    """Whether a sentence needs its antecedent: "He said…", "The company…", "…, she added."."""
+    return bool(_LEANING_START.match(text) or _PRONOUN_ATTRIBUTION.search(text))
 
 
 def candidate_sentences(hits: Iterable[Hit], *, min_words: int = 4) -> list[Sentence]:
@@ -79,17 +98,30 @@ def candidate_sentences(hits: Iterable[Hit], *, min_words: int = 4) -> list[Sent
     for rank, hit in enumerate(hits):
         source = hit.article_text or hit.text
         offset = 0 if hit.article_text else hit.start
-        for a, b in sentence_spans(source, hit.start - offset, hit.end - offset):
-            if a + offset == 0:
-                a = dateline_end(source)  # the citation names the outlet; the answer needs no "(CNN) --"
-            a, b = _balance_quotes(source, a, b)
-            key = (hit.article.id, a + offset)
-            text = source[a:b]
-            if key in seen or len(text.split()) < min_words:
+        chunk_start = hit.start - offset
+        window = max(0, chunk_start - _LOOK_BACK)
+        before = sentence_spans(source, window, chunk_start)
+        whole = before[1:] if window > 0 else before  # past the text's start, the window's first span may be cut
+        previous = _sentence(hit, source, offset, *whole[-1], rank) if whole else None
+        for a, b in sentence_spans(source, chunk_start, hit.end - offset):
+            sentence = _sentence(hit, source, offset, a, b, rank, previous)
+            previous = sentence
+            key = (hit.article.id, sentence.start)
+            if key in seen or len(sentence.text.split()) < min_words:
                 continue
             seen.add(key)
-            out.append(Sentence(hit.article, text, a + offset, b + offset, rank))
+            out.append(sentence)
     return out
+
+
+_LOOK_BACK = 600  # characters searched before a passage for its first sentence's predecessor
+
+
+def _sentence(hit: Hit, source: str, offset: int, a: int, b: int, rank: int, previous: Sentence | None = None) -> Sentence:
+    if a + offset == 0:
+        a = dateline_end(source)  # the citation names the outlet; the answer needs no "(CNN) --"
+    a, b = _balance_quotes(source, a, b)
+    return Sentence(hit.article, source[a:b], a + offset, b + offset, rank, previous)
 
 
 def _balance_quotes(text: str, a: int, b: int) -> tuple[int, int]:
@@ -150,23 +182,45 @@ class ExtractiveAnswerer:
         best_coverage = max(c for _, c, _ in scored)
         if best_coverage < self.min_coverage:
             return Answer(text=NOT_FOUND, mode="extractive", citations=[], found=False)
-        # The best sentences that fit the word budget: on newsqa dev, filling it finds the answer
-        # more often (.52 against .51) than stopping at the first clear winner.
+        picked = self._pick(terms, scored)
+        if not picked:
+            return Answer(text=NOT_FOUND, mode="extractive", citations=[], found=False)
+        book = CitationBook()
+        parts = [cited(s.text, book.cite(s.article, s.text)) for s in _in_story_order(picked)]
+        return Answer(text=" ".join(parts), mode="extractive", citations=book.citations)
+
+    def _pick(self, terms: set[str], scored: list[tuple[float, float, Sentence]]) -> list[Sentence]:
+        """The best sentences within the word budget. A sentence that leans on the one before it
+        comes with it, or not at all; another article's sentence comes in only when it has a word of
+        the question that the answer lacks (newsqa dev: the answer's sentences from the question's
+        own story .66 to .75, answer recall .544 to .527)."""
         picked: list[Sentence] = []
+        covered: set[str] = set()
         words = 0
         for _, coverage, sentence in scored:
-            n = len(sentence.text.split())
-            if picked and (words + n > self.max_words or coverage < self.FILLER_COVERAGE):
-                continue
-            if any(sentence_overlap(sentence.text, p.text) > 0.6 for p in picked):
+            unit = [sentence]
+            if leans_on_previous(sentence.text):
+                lead = sentence.previous
+                if lead is None or leans_on_previous(lead.text):
+                    continue
+                unit = [lead, sentence]
+            unit = [s for s in unit if all((s.article.id, s.start) != (p.article.id, p.start) for p in picked)]
+            n = sum(len(s.text.split()) for s in unit)
+            if picked:
+                if words + n > self.max_words or coverage < self.FILLER_COVERAGE:
+                    continue
+                if sentence.article.id != picked[0].article.id and not (content_stems(sentence.text) & terms) - covered:
+                    continue  # another story's sentence that adds nothing the answer lacks
+            if any(sentence_overlap(s.text, p.text) > 0.6 for s in unit for p in picked):
                 continue  # near-repeat of a picked sentence, e.g. the lede restated
-            picked.append(sentence)
+            picked += unit
             words += n
-            if len(picked) == self.max_sentences or words >= self.max_words:
+            covered |= terms & set().union(*(content_stems(s.text) for s in unit))
+            # Filling the budget finds the answer more often than stopping once the question's words
+            # and its answer type are all in (newsqa dev: answer recall .527 against .506).
+            if len(picked) >= self.max_sentences or words >= self.max_words:
                 break
-        book = CitationBook()
-        parts = [cited(s.text, book.cite(s.article, s.text)) for s in picked]
-        return Answer(text=" ".join(parts), mode="extractive", citations=book.citations)
+        return picked
 
     def _score(self, question: str, terms: set[str], sentences: list[Sentence]) -> list[tuple[float, float, Sentence]]:
         """(score, coverage, sentence), best first."""
@@ -189,6 +243,14 @@ class ExtractiveAnswerer:
 
 
 _LEDE_CHARS = 250  # a story's first sentence or two
+
+
+def _in_story_order(picked: list[Sentence]) -> list[Sentence]:
+    """Articles in the order the answer first quotes them; each one's sentences as the story runs."""
+    first = {}
+    for sentence in picked:
+        first.setdefault(sentence.article.id, len(first))
+    return sorted(picked, key=lambda s: (first[s.article.id], s.start))
 
 
 def _new_cue(cue: re.Pattern | None, text: str, asked: set[str]) -> bool:

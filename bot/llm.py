@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 import openai
 
-from bot.answer_types import Answer
+from bot.answer_types import CITATION, Answer
 from bot.citecheck import CheckedAnswer, CitationChecker
 from bot.config import LLMSettings
 from bot.extractive import ExtractiveAnswerer
@@ -37,6 +37,29 @@ TOKEN_LIMIT_PARAMS = ("auto", "max_tokens", "max_completion_tokens")
 _REASONING_MODELS = ("o1", "o3", "o4", "gpt-5")
 # Request options a model may refuse, and what replaces each: the token limit under its newer name, or nothing.
 _REPLACEMENTS: dict[str, str | None] = {"max_tokens": "max_completion_tokens", "temperature": None}
+
+
+# A model asked to reply exactly NO_ANSWER often words it its own way; such a reply is its answer
+# (the sources do not say), not a failure to fall back from.
+_NO_ANSWER_REPLY = re.compile(
+    r"\b(sources?|articles?|passages?|context|provided (text|information))\b[^.]{0,60}?\b(do not|don't|does not|"
+    r"doesn't|did not|didn't|cannot|can't|fail to)\b[^.]{0,30}?\b(answer|say|mention|contain|include|provide|state|"
+    r"address|cover|specify|tell)|\bnone of the (provided )?(sources|articles|passages)\b|\bno (relevant |such )?"
+    r"information\b|\bnot (mentioned|stated|covered|answered|addressed) in the (provided )?(sources|articles|passages)|"
+    r"\b(cannot|can't|am unable to|could not|couldn't) (answer|determine|find|tell)\b",
+    re.IGNORECASE,
+)
+# Longer than this, a reply is an answer with a caveat, not a refusal.
+_NO_ANSWER_WORDS = 60
+
+
+def says_no_answer(text: str) -> bool:
+    """Whether a model's reply says that the sources do not answer: NO_ANSWER or its own words for
+    it, without a citation (a cited sentence is an answer, whatever else the reply says)."""
+    if _words(text) == _words(NO_ANSWER):
+        return True
+    return (not CITATION.search(text) and len(text.split()) <= _NO_ANSWER_WORDS
+            and _NO_ANSWER_REPLY.search(text) is not None)
 
 
 class LLMError(RuntimeError):
@@ -227,7 +250,7 @@ class LLMAnswerer:
             note = f"The language model failed ({exc}); showing the extractive answer."
             return self._fall_back(fallback(question, hits), note, timing)
         timing["llm"] = _ms(started)
-        if _words(text) == _words(NO_ANSWER):
+        if says_no_answer(text):
             return Answer(NO_ANSWER, "llm", [], timing, found=False, claims_supported=0, claims_unsupported=0)
         started = time.perf_counter()
         checked = self._checker.run(text, prompt.sources)

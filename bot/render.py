@@ -11,13 +11,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 from urllib.parse import quote, urlsplit
 
 import discord
 from discord.utils import escape_mentions
 
-from bot.answer_types import CITATION, Answer, Citation, source_label
+from bot.answer_types import CITATION, Answer, Citation, SearchResult
 from index.article import DEFAULT_COLLECTION
 from index.sentences import sentence_spans
 from index.store import Feed
@@ -50,16 +49,6 @@ class Reply:
             raise ValueError(f"message text of {len(self.content)} characters exceeds {MESSAGE_LIMIT}")
         if not self.content and self.embed is None:
             raise ValueError("a reply needs text or an embed")
-
-
-class SearchResultLike(Protocol):
-    """What render needs of bot.service.SearchResult (kept structural so render never imports the core)."""
-
-    title: str
-    outlet: str | None
-    url: str | None
-    published: datetime | None
-    snippet: str
 
 
 def safe_text(text: str) -> str:
@@ -211,14 +200,19 @@ def source_line(citation: Citation) -> str:
 
 
 def render_answer(answer: Answer) -> list[Reply]:
-    """The answer text split into messages; the sources embed goes with the last one.
+    """The answer text split into messages; the sources embed goes with the last one. An answer
+    that found nothing lists the closest stories as links in its text, with no sources embed.
 
     A split can make a mid-line "# " or "1. " of the quoted text the first characters of a
     message, where Discord would read it as markup: each piece's line starts are escaped again
     (one character more at most, hence the smaller limit). The note is the bot's own subtext line,
     added after that so it stays subtext.
     """
-    pieces = [_escape_line_starts(p) for p in split_message(safe_text(answer.text), MESSAGE_LIMIT - 1)]
+    text = safe_text(answer.text)
+    if answer.closest:
+        # Search results, not sources: nothing in them answers the question.
+        text += "\n" + "\n".join(f"• {link(clip(r.label(), 300), r.url)}" for r in answer.closest)
+    pieces = [_escape_line_starts(p) for p in split_message(text, MESSAGE_LIMIT - 1)]
     if answer.note:
         note = f"-# {safe_text(clip(answer.note, 500))}"
         if pieces and len(pieces[-1]) + 2 + len(note) <= MESSAGE_LIMIT:
@@ -261,14 +255,13 @@ def _fit_lines(lines: Sequence[str], limit: int, noun: str) -> list[str]:
     return kept
 
 
-def render_search(results: Sequence[SearchResultLike], *, query: str) -> list[Reply]:
+def render_search(results: Sequence[SearchResult], *, query: str) -> list[Reply]:
     """Matching articles as numbered links with a short quoted snippet each."""
     if not results:
         return [Reply(content=f"No indexed articles match {_quoted(query)}.")]
     lines = []
     for number, result in enumerate(results, 1):
-        label = source_label(result.title, result.outlet, result.published)
-        line = f"**{number}.** {link(clip(label, 300), result.url)}"
+        line = f"**{number}.** {link(clip(result.label(), 300), result.url)}"
         if result.snippet:
             line += "\n> " + safe_text(clip(" ".join(result.snippet.split()), 200))
         lines.append(line)

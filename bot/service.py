@@ -12,12 +12,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from bot.answer_types import Answer
+from bot.answer_types import Answer, SearchResult
+from bot.answerability import AnswerabilityCheck, Verdict
 from bot.config import Config
 from bot.extractive import ExtractiveAnswerer
 from bot.summarize import ArticleSummarizer, DigestWriter, TopicSummarizer
@@ -34,24 +34,9 @@ from index.timefilter import time_filter_in
 log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 1000
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    article_id: str
-    title: str
-    outlet: str | None
-    url: str | None
-    published: datetime | None
-    snippet: str
-    score: float
-
-    def to_json(self) -> dict:
-        return {
-            "article_id": self.article_id, "title": self.title, "outlet": self.outlet, "url": self.url,
-            "published": self.published.isoformat() if self.published else None,
-            "snippet": self.snippet, "score": round(self.score, 5),
-        }
+NOTHING_ANSWERS = "I found nothing in the indexed news that answers this."
+NOTHING_ON_TOPIC = "I found nothing in the indexed news about that."
+CLOSEST = " The closest stories:"
 
 
 def store_for(config: Config, embedder: Embedder, *, backend: str | None = None) -> NewsStore:
@@ -74,6 +59,7 @@ class NewsService:
         self.retrievers = {mode: Retriever(self.store, self.embedder, config.retrieval, mode=mode) for mode in RetrievalMode.ALL}
         ans = config.answer
         self.extractive = ExtractiveAnswerer(max_sentences=ans.max_sentences, max_words=ans.max_words)
+        self.answerability = AnswerabilityCheck(abstain_below=ans.abstain_below)
         self.article_summarizer = ArticleSummarizer(sentences=ans.summary_sentences)
         self.topic_summarizer = TopicSummarizer()
         self.digest_writer = DigestWriter(stories=ans.digest_stories)
@@ -158,11 +144,31 @@ class NewsService:
         )
         return answer
 
-    def answer_from(self, question: str, hits: list[Hit], *, on_text: Callable[[str], None] | None = None) -> Answer:
-        """The answer step alone: the LLM when one is configured, else the extractive engine."""
+    def answer_from(self, question: str, hits: list[Hit], *, on_text: Callable[[str], None] | None = None,
+                    abstain: bool = True) -> Answer:
+        """The answer step alone: the LLM when one is configured, else the extractive engine; first,
+        unless `abstain` is false, the check that the passages answer the question at all."""
+        verdict = self.answerability.run(question, hits) if abstain else None
+        if verdict is not None and not verdict.answerable:
+            return self._abstention(hits, verdict)
         if self.llm is not None:
-            return self.llm.run(question, hits, on_text=on_text)
-        return self.extractive.run(question, hits)
+            answer = self.llm.run(question, hits, on_text=on_text)
+        else:
+            answer = self.extractive.run(question, hits)
+        if answer.found:
+            return answer
+        # The answerer itself found nothing (the model said the sources do not answer): the same reply.
+        return self._abstention(hits, verdict or self.answerability.run(question, hits), answer)
+
+    def _abstention(self, hits: list[Hit], verdict: Verdict, answer: Answer | None = None, *,
+                    nothing: str = NOTHING_ANSWERS) -> Answer:
+        """"The news does not say", with the closest stories as links when any is near; `answer` is
+        the answerer's own "nothing found", whose mode and timings are kept."""
+        # Near but not enough: the closest stories are offered down to half the threshold.
+        near = verdict.confidence >= self.answerability.abstain_below / 2
+        closest = search_results(hits, self.config.answer.closest_stories) if near else []
+        return Answer(text=nothing + (CLOSEST if closest else ""), mode=answer.mode if answer else "extractive",
+                      citations=[], timing_ms=answer.timing_ms if answer else {}, found=False, closest=closest)
 
     def summarize_article(self, article_id: str, *, collections: tuple[str, ...] | None = None) -> Answer:
         """One article's summary. Ids are not secret, so a front end serving one server passes its
@@ -182,7 +188,10 @@ class NewsService:
             raise ValueError("Name a topic to summarize.")
         started = time.perf_counter()
         hits = self.retrieve(topic, filters=filters, k=12)
-        if self.llm is not None:
+        verdict = self.answerability.run(topic, hits)
+        if not verdict.answerable:  # a topic the news has nothing on gets no off-topic filler
+            answer = self._abstention(hits, verdict, nothing=NOTHING_ON_TOPIC)
+        elif self.llm is not None:
             answer = self.llm.run(topic, hits, on_text=on_text, fallback=self.topic_summarizer.run,
                                   instruction=f"Summarize what the sources report about: {topic}")
         else:
@@ -206,15 +215,7 @@ class NewsService:
 
     def search(self, query: str, *, filters: SearchFilters | None = None, k: int = 10) -> list[SearchResult]:
         """Matching articles, best first, one row per article."""
-        hits = self.retrieve(query, filters=filters, k=k * 2)
-        results: dict[str, SearchResult] = {}
-        for hit in hits:
-            if hit.article.id not in results:
-                results[hit.article.id] = SearchResult(
-                    hit.article.id, hit.article.title, hit.article.outlet, hit.article.url, hit.article.published,
-                    " ".join(hit.text.split())[:300], hit.score,
-                )
-        return list(results.values())[:k]
+        return search_results(self.retrieve(query, filters=filters, k=k * 2), k)
 
     # -- the index -------------------------------------------------------------------------------
 
@@ -256,3 +257,17 @@ class NewsService:
 
     def outlets(self, *, collections: tuple[str, ...] | None = None, prefix: str = "", limit: int = 25) -> list[str]:
         return self.store.outlets(collections=collections, prefix=prefix, limit=limit)
+
+
+def search_results(hits: list[Hit], k: int) -> list[SearchResult]:
+    """The first `k` articles of the hits, best first, one row each."""
+    results: dict[str, SearchResult] = {}
+    for hit in hits:
+        if hit.article.id not in results:
+            results[hit.article.id] = SearchResult(
+                hit.article.id, hit.article.title, hit.article.outlet, hit.article.url, hit.article.published,
+                " ".join(hit.text.split())[:300], hit.score,
+            )
+            if len(results) == k:
+                break
+    return list(results.values())

@@ -8,7 +8,9 @@ import sys
 
 import psycopg
 
-from bot.evaluate import QAEvaluation, contains_answer, squad_normalize
+import numpy as np
+
+from bot.evaluate import QAEvaluation, contains_answer, fit_logistic, indexed_half, squad_normalize
 
 FERRY = ("HARBOUR TOWN (CNN) -- The council voted on Tuesday to rebuild the ferry pier. The pier was damaged by "
          "winter storms last year. Work starts in March and costs 4 million euros.")
@@ -52,6 +54,37 @@ def test_qa_eval_scores_every_question_in_three_modes(tmp_path, config, fake_emb
     assert result["answer_recall"] == round(5 / 6, 4)  # figures are reported to four places  # the matching sentence is always quoted
     assert result["citation_precision"] == 1.0  # and cited to its own story
     assert 0 < result["answer_words"] <= 60
+
+
+def test_the_abstention_split_indexes_half_the_stories_and_asks_every_question(tmp_path, config, fake_embedder):
+    stories = {f"story-{n}": text for n, text in enumerate((FERRY, MUSEUM, TRAM) * 3)}
+    rows = [row(n, article, text, "What did the council vote to rebuild?", ["the ferry pier"])
+            for n, (article, text) in enumerate(stories.items())]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    indexed = {article for article in stories if indexed_half(article)}
+    assert 0 < len(indexed) < len(stories)  # both halves have stories
+
+    result = QAEvaluation(config, embedder=fake_embedder, abstention=True).run(data, progress=False)
+
+    assert (result["indexed_articles"], result["articles"]) == (len(indexed), len(stories))
+    assert (result["questions_present"], result["questions_absent"]) == (len(indexed), len(stories) - len(indexed))
+    curve = result["curve"]
+    assert [p["abstain_below"] for p in curve] == [n / 20 for n in range(20)]
+    for key in ("answered_absent", "found_present", "recall_present"):  # a higher threshold answers less
+        assert all(a[key] >= b[key] for a, b in zip(curve, curve[1:])), key
+    # The conftest's threshold is 0: every question about a ferry story finds the ferry sentence.
+    assert result["abstain_below"] == 0.0 and result["found_present"] == curve[0]["found_present"] == 1.0
+    assert result["recall_present"] == 1.0 and result["purity"] > 0
+    assert set(result["refitted"]["weights"]) == {"dense", "lexical", "agreement", "coverage", "names"}
+
+
+def test_the_logistic_fit_finds_the_signal_that_separates_the_classes():
+    rng = np.random.default_rng(3)
+    signal, noise = rng.normal(size=400), rng.normal(size=400)
+    labels = (signal + 0.3 * rng.normal(size=400) > 0).astype(float)
+    weights = fit_logistic(np.column_stack([signal, noise]), labels)
+    assert weights[0] > 2 and abs(weights[1]) < 0.5 and abs(weights[2]) < 0.5
 
 
 def test_qa_eval_runs_both_backends_side_by_side_and_leaves_no_trace(tmp_path, config, fake_embedder, postgres,

@@ -8,9 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bot.answer_types import Answer, Citation
+from bot.answer_types import Answer, Citation, SearchResult
 from bot.feeds import Feed
-from bot.service import SearchResult
 from bot.render import (
     CITATION, EMBED_DESCRIPTION_LIMIT, EMBED_FIELDS_LIMIT, EMBED_TOTAL_LIMIT, MESSAGE_LIMIT, Reply, clip, link,
     render_answer, render_feeds, render_headlines, render_search, render_status, safe_text, split_message,

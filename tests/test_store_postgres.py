@@ -405,6 +405,7 @@ def test_a_database_outage_fails_questions_and_writes_cleanly_then_they_recover(
         config.store.backend = "postgres"
         config.store.url_env = "NEWSDESK_TEST_OUTAGE_URL"
         config.store.connect_timeout_seconds = 2
+        config.answer.abstain_below = 0.0  # the fake embedder's similarities mean nothing
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("NEWSDESK_TEST_OUTAGE_URL", url)
             service = NewsService(config, embedder=fake_embedder)

@@ -1,0 +1,110 @@
+"""Whether the retrieved passages answer a question at all, before anyone writes an answer.
+
+A search always returns its best passages, even for a question the indexed news says nothing
+about; quoting them then answers "What show is Jon Hamm in?" with a school-district coach. This
+step weighs what the retrieval found and says how likely it is that the question's own story is
+among the passages. Below `[answer] abstain_below` the answer says that the news does not say,
+and offers the closest stories as links.
+
+The signals carry meaning, not the share of question words alone:
+- `dense`: the best passage's cosine similarity to the question;
+- `lexical`: the best passage's BM25 score per question word (BM25 weighs rare words, names and
+  numbers, by their rarity in the whole index);
+- `agreement`: whether the dense and the BM25 rankings put the same article first;
+- `coverage`: the share of the question's words that one of the top three articles holds
+  somewhere;
+- `names`: the same share for the question's names and numbers alone (words capitalised past its
+  first word, anything with a digit): "the 2018 World Cup" is not answered by a story of 2006.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.extractive import content_stems, stem
+from index.retrieve import Hit, query_terms
+
+# Articles whose text is checked for the question's words: beyond the third, a match is as likely
+# to be another story that shares a few words.
+COVERAGE_ARTICLES = 3
+_WORD = re.compile(r"\w+(?:['’]\w+)*")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What retrieval found for a question, each signal on the scale its docstring gives."""
+
+    dense: float  # best cosine similarity, -1..1 (0 when no passage has one)
+    lexical: float  # best BM25 score divided by the question's word count (0 when none)
+    agreement: float  # 1.0 when dense and BM25 rank the same article first, else 0.0
+    coverage: float  # 0..1, share of the question's words found in one of the top articles
+    names: float  # 0..1, the same for its names and numbers (1.0 when it has none)
+
+    def as_row(self) -> tuple[float, ...]:
+        return (self.dense, self.lexical, self.agreement, self.coverage, self.names)
+
+    @staticmethod
+    def of(question: str, hits: Sequence[Hit]) -> Evidence:
+        terms = {stem(t) for t in query_terms(question)}
+        if not hits or not terms:
+            return Evidence(0.0, 0.0, 0.0, 0.0, 0.0)
+        by_dense = [h for h in hits if h.dense is not None]
+        by_lexical = [h for h in hits if h.lexical is not None]
+        best_dense = max(by_dense, key=lambda h: h.dense, default=None)
+        best_lexical = max(by_lexical, key=lambda h: h.lexical, default=None)
+        agreement = float(best_dense is not None and best_lexical is not None
+                          and best_dense.article.id == best_lexical.article.id)
+        texts: dict[str, str] = {}
+        for hit in hits:
+            if hit.article.id not in texts:
+                if len(texts) == COVERAGE_ARTICLES:
+                    break
+                texts[hit.article.id] = hit.article_text or hit.text
+        found = [content_stems(text) for text in texts.values()]
+        names = names_and_numbers(question) & terms
+        return Evidence(
+            dense=best_dense.dense if best_dense else 0.0,
+            lexical=best_lexical.lexical / len(terms) if best_lexical else 0.0,
+            agreement=agreement,
+            coverage=max(len(terms & words) / len(terms) for words in found),
+            names=max(len(names & words) / len(names) for words in found) if names else 1.0,
+        )
+
+
+def names_and_numbers(question: str) -> set[str]:
+    """Stems of the words a question rests on: those capitalised past its first word, and numbers."""
+    words = _WORD.findall(question)
+    return {stem(w) for i, w in enumerate(words) if any(c.isdigit() for c in w) or (i > 0 and w[0].isupper())}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    confidence: float  # 0..1: how likely the passages hold the question's own story
+    answerable: bool
+    evidence: Evidence
+
+
+class AnswerabilityCheck:
+    """A logistic model over the evidence, fitted on newsqa dev with half of the stories indexed
+    (`newsdesk eval qa --abstention` refits it and prints these weights)."""
+
+    WEIGHTS = (4.6, 0.15, 1.35, 2.8, 2.0)  # dense, lexical, agreement, coverage, names
+    BIAS = -6.85
+
+    def __init__(self, *, abstain_below: float) -> None:
+        if not 0.0 <= abstain_below < 1.0:
+            raise ValueError("abstain_below must be in [0, 1): the confidence below which the answer abstains")
+        self.abstain_below = abstain_below
+
+    def run(self, question: str, hits: Sequence[Hit]) -> Verdict:
+        evidence = Evidence.of(question, hits)
+        confidence = self.confidence(evidence)
+        return Verdict(confidence, bool(hits) and confidence >= self.abstain_below, evidence)
+
+    @classmethod
+    def confidence(cls, evidence: Evidence) -> float:
+        z = cls.BIAS + sum(w * x for w, x in zip(cls.WEIGHTS, evidence.as_row()))
+        return 1.0 / (1.0 + math.exp(-z))
