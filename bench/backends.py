@@ -172,7 +172,7 @@ def ensure_built(config, embedder, base: list[ArticleRecord], *, size: int, nois
     commit_every = size if backend == "sqlite" else 20_000
     pending = chunks = 0
     try:
-        with store.writer() as writer:
+        with store.bulk_load(), store.writer() as writer:
             for record in replicas(base, size, noise=noise, seed=seed):
                 writer.import_article(record)
                 pending += len(record.chunks)

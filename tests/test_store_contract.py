@@ -319,6 +319,28 @@ def test_an_export_imported_elsewhere_is_the_same_store(new_store, fake_embedder
     assert fake_embedder.encoded == encoded and target.article(original.id, collections=("guild:2",)) is not None
 
 
+def test_a_bulk_load_searches_as_before_during_it_and_after(new_store, fake_embedder):
+    source, target = new_store(fake_embedder), new_store(fake_embedder)
+    make_ingestor(source, fake_embedder).run(
+        [article(f"Story {i}", f"Report number {i} on harbour {i % 7} and market {i % 5}. " * 6) for i in range(40)])
+    query = fake_embedder.encode(["harbour 3 market"])[0]
+    expected = chunk_articles(source, source.dense_search(query, 10, SearchFilters()))
+    records = list(source.export_articles())
+    with target.bulk_load():
+        with target.writer() as writer:
+            for record in records[:20]:
+                writer.import_article(record)
+            writer.commit()
+        # Half loaded: searches work, over what is there.
+        assert set(chunk_articles(target, target.dense_search(query, 10, SearchFilters()))) <= {r.article.id for r in records[:20]}
+        with target.writer() as writer:
+            for record in records[20:]:
+                writer.import_article(record)
+            writer.commit()
+    assert chunk_articles(target, target.dense_search(query, 10, SearchFilters())) == expected
+    assert target.counts() == source.counts()
+
+
 def test_the_feed_registry_keeps_config_feeds_in_step_and_guild_feeds_apart(new_store, fake_embedder):
     registry = new_store(fake_embedder).feeds
     registry.sync_config([Feed("https://a.test/rss", "shared", channel_id=5), Feed("https://b.test/rss", "shared")])

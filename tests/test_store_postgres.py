@@ -454,3 +454,24 @@ def test_a_database_outage_fails_questions_and_writes_cleanly_then_they_recover(
         service.store.close()
     finally:
         server.close()
+
+
+def test_a_bulk_load_cut_short_leaves_its_vector_index_to_db_upgrade(postgres, fake_embedder):
+    """A process killed inside a bulk load never rebuilds the index it dropped: the next
+    `db upgrade` does, so searches are not left scanning every vector."""
+    url = upgraded_database(postgres, fake_embedder)
+    store = PostgresStore(url, model_name=fake_embedder.name, dim=fake_embedder.dim)
+
+    def vector_index() -> int:
+        with psycopg.connect(url) as conn:
+            return conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'chunks_embedding'").fetchone()[0]
+
+    try:
+        bulk = store.bulk_load()
+        bulk.__enter__()  # entered and never left, as by a process killed halfway
+        assert vector_index() == 0
+    finally:
+        store.close()
+    assert upgrade_database(url, StoreSettings(), model_name=fake_embedder.name, dim=fake_embedder.dim) == (
+        SCHEMA_VERSION, SCHEMA_VERSION)
+    assert vector_index() == 1

@@ -39,7 +39,7 @@ def copy_store(source: NewsStore, target: NewsStore, *, batch_chunks: int = 20_0
     bar = tqdm(total=before.articles, desc="copy", unit=" articles", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
     pending = 0
-    with target.writer() as writer:
+    with target.bulk_load(), target.writer() as writer:
         for record in source.export_articles():
             if writer.import_article(record):
                 copied += 1

@@ -11,6 +11,7 @@ taken (index.ingest), so the lock is held for the inserts only.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,9 @@ from index.article import Article, ArticleMeta, Chunk
 from index.dedup import Fingerprint
 from index.store.postgres_db import Database
 from index.store.postgres_feeds import PostgresFeedRegistry, PostgresOutbox
-from index.store.postgres_schema import BM25_TITLE_WEIGHT, CHAMPIONS, TEXT_SEARCH_CONFIG, bm25_impact, check_schema
+from index.store.postgres_schema import (
+    BM25_TITLE_WEIGHT, CHAMPIONS, TEXT_SEARCH_CONFIG, VECTOR_INDEX, bm25_impact, check_schema,
+)
 from index.store.types import (
     AlsoReported, Announcement, ArticleRecord, ScoredChunk, SearchFilters, StoreCounts, StoredChunk, StoreError,
     StoreSettings,
@@ -35,6 +38,8 @@ _WORD = re.compile(r"[^\W_]+")  # a word as FTS5's unicode61 tokenizer cuts it: 
 _BATCH = 500
 # A lexical search scores every chunk with a query word up to this many such chunks (measured: 5,000
 # cost about 30 ms), and each word's champions past it.
+log = logging.getLogger(__name__)
+
 EXACT_POSTINGS = 5000
 _CHUNKS_PER_STATEMENT = 2000
 _TABLES = ("articles", "article_collections", "also_reported", "lsh", "chunks", "lexeme_stats", "lexeme_champions",
@@ -343,6 +348,22 @@ class PostgresStore:
             last = pks[-1]
 
     # -- writes --------------------------------------------------------------------------------
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """For many articles at once (`db copy`, the bench): the HNSW index is dropped first and built
+        once at the end, instead of being updated chunk by chunk (at a million chunks, well under an
+        hour against several). Searches meanwhile read every vector. A process stopped before the end
+        leaves the index to `newsdesk db upgrade`."""
+        with self.db.connect() as conn, self.db.guard():
+            conn.execute("DROP INDEX IF EXISTS chunks_embedding")
+        try:
+            yield
+        finally:
+            log.info("building the vector index (minutes for a million chunks)")
+            with self.db.connect() as conn, self.db.guard():
+                conn.execute("SET statement_timeout = 0")
+                conn.execute(VECTOR_INDEX)
 
     @contextmanager
     def writer(self) -> Iterator[PostgresWriter]:

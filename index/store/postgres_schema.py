@@ -229,17 +229,16 @@ def _sharing(dim: int) -> list[str]:
     ]
 
 
+HNSW_M, HNSW_EF_CONSTRUCTION = 32, 128
+# The vector index as migration 4 made it; also rebuilt after a bulk load (PostgresStore.bulk_load).
+VECTOR_INDEX = (f"CREATE INDEX IF NOT EXISTS chunks_embedding ON chunks USING hnsw (embedding vector_ip_ops) "
+                f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})")
+
+
 def _denser_graph(dim: int) -> list[str]:
     # Measured on the bench's million chunks: m 16, ef_construction 64 found .74 of the exact top 10
     # (ef_search 256; .89 at the most, 1000). FAISS's graph in the embedded backend uses M 32.
-    return [
-        "DROP INDEX chunks_embedding",
-        f"CREATE INDEX chunks_embedding ON chunks USING hnsw (embedding vector_ip_ops) "
-        f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})",
-    ]
-
-
-HNSW_M, HNSW_EF_CONSTRUCTION = 32, 128
+    return ["DROP INDEX chunks_embedding", VECTOR_INDEX]
 
 MIGRATIONS = [
     Migration(1, "articles, chunks with pgvector and full-text search, BM25 statistics, feeds", _initial),
@@ -345,4 +344,6 @@ def upgrade(conn: psycopg.Connection, *, model_name: str, dim: int, namespace: s
             for statement in migration.statements(dim):
                 conn.execute(statement)
             conn.execute("UPDATE newsdesk_meta SET value = %s WHERE key = 'schema_version'", (str(migration.version),))
+    if known >= 4:
+        conn.execute(VECTOR_INDEX)  # a bulk load stopped before it rebuilt the index left the chunks without it
     return before, known

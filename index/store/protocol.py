@@ -179,6 +179,10 @@ class NewsStore(DuplicateLookup, Protocol):
     def writer(self) -> AbstractContextManager[StoreWriter]:
         """A writer; what it has not committed when the block ends is rolled back."""
 
+    def bulk_load(self) -> AbstractContextManager[None]:
+        """Around a load of many articles (`db copy`): the vector index may be built once at the end
+        instead of kept up to date article by article; searches still work meanwhile, more slowly."""
+
     def export_articles(self) -> Iterator[ArticleRecord]:
         """Every article with all that is stored of it, for `newsdesk db copy`."""
 

@@ -626,6 +626,11 @@ class SQLiteStore:
     # -- writes --------------------------------------------------------------------------------
 
     @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Nothing to do: the FAISS index is rebuilt at each commit anyway, so a bulk load commits seldom."""
+        yield
+
+    @contextmanager
     def writer(self) -> Iterator[SQLiteWriter]:
         """The single writer: holds the lock file until the block ends; uncommitted work is rolled back."""
         lock = open(self.dir / "write.lock", "w")
