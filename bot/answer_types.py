@@ -9,6 +9,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
+# How every front end introduces an answer's `closest` stories.
+CLOSEST_STORIES = "The closest stories:"
+
 # Citation markers as the answerers write them, and as render and cited() read them: "[3]", "[1, 4]".
 CITATION = re.compile(r"\[\d+(?:,\s*\d+)*\]")
 

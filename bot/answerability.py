@@ -14,7 +14,12 @@ The signals carry meaning, not the share of question words alone:
 - `coverage`: the share of the question's words that one of the top three articles holds
   somewhere;
 - `names`: the same share for the question's names and numbers alone (words capitalised past its
-  first word, anything with a digit): "the 2018 World Cup" is not answered by a story of 2006.
+  first word, anything with a digit): "the 2018 World Cup" is not answered by a story of 2006. A
+  question typed all in lower case has no names to go by: it takes the `coverage` value.
+
+Words that only say the question is about the news ("what happened this week?", "the latest on…")
+count for nothing here; a question left with no other word is a broad one, which the latest stories
+answer, and is never refused.
 """
 
 from __future__ import annotations
@@ -30,7 +35,11 @@ from index.retrieve import Hit, query_terms
 # Articles whose text is checked for the question's words: beyond the third, a match is as likely
 # to be another story that shares a few words.
 COVERAGE_ARTICLES = 3
-_WORD = re.compile(r"\w+(?:['’]\w+)*")
+_WORD = re.compile(r"\w+", re.UNICODE)  # as index.retrieve.query_terms splits a question
+# Words that say a question is about the news, and what period the time filter already took.
+NEWS_WORDS = frozenset(stem(w) for w in """happen happened happening happens going news latest new update updates
+    story stories headline headlines today tonight yesterday week weekend month year morning evening past last recent
+    recently""".split())
 
 
 @dataclass(frozen=True)
@@ -41,14 +50,18 @@ class Evidence:
     lexical: float  # best BM25 score divided by the question's word count (0 when none)
     agreement: float  # 1.0 when dense and BM25 rank the same article first, else 0.0
     coverage: float  # 0..1, share of the question's words found in one of the top articles
-    names: float  # 0..1, the same for its names and numbers (1.0 when it has none)
+    names: float  # 0..1, the same for its names and numbers (1.0 when it has none, `coverage` in lower case)
 
     def as_row(self) -> tuple[float, ...]:
         return (self.dense, self.lexical, self.agreement, self.coverage, self.names)
 
     @staticmethod
-    def of(question: str, hits: Sequence[Hit]) -> Evidence:
-        terms = {stem(t) for t in query_terms(question)}
+    def of(question: str, hits: Sequence[Hit], *, searched: str | None = None) -> Evidence:
+        """`searched`: the question as it was searched (a follow-up with the question it follows),
+        which the scores and the coverage are of; the names are the new question's own."""
+        names = names_and_numbers(question)
+        question = searched or question
+        terms = topic_terms(question)
         if not hits or not terms:
             return Evidence(0.0, 0.0, 0.0, 0.0, 0.0)
         by_dense = [h for h in hits if h.dense is not None]
@@ -64,14 +77,23 @@ class Evidence:
                     break
                 texts[hit.article.id] = hit.article_text or hit.text
         found = [content_stems(text) for text in texts.values()]
-        names = names_and_numbers(question) & terms
+        coverage = max(len(terms & words) / len(terms) for words in found)
+        names &= terms
+        if names:
+            names_found = max(len(names & words) / len(names) for words in found)
+        else:
+            names_found = coverage if question[1:] == question[1:].lower() else 1.0
         return Evidence(
             dense=best_dense.dense if best_dense else 0.0,
-            lexical=best_lexical.lexical / len(terms) if best_lexical else 0.0,
-            agreement=agreement,
-            coverage=max(len(terms & words) / len(terms) for words in found),
-            names=max(len(names & words) / len(names) for words in found) if names else 1.0,
+            # The BM25 score is of every word searched, so it is shared among all of them.
+            lexical=best_lexical.lexical / len(query_terms(question)) if best_lexical else 0.0,
+            agreement=agreement, coverage=coverage, names=names_found,
         )
+
+
+def topic_terms(question: str) -> set[str]:
+    """The stems of what a question asks about: its content words but those that only say "news"."""
+    return {stem(t) for t in query_terms(question)} - NEWS_WORDS
 
 
 def names_and_numbers(question: str) -> set[str]:
@@ -91,16 +113,20 @@ class AnswerabilityCheck:
     """A logistic model over the evidence, fitted on newsqa dev with half of the stories indexed
     (`newsdesk eval qa --abstention` refits it and prints these weights)."""
 
-    WEIGHTS = (4.6, 0.15, 1.35, 2.8, 2.0)  # dense, lexical, agreement, coverage, names
-    BIAS = -6.85
+    WEIGHTS = (4.5, 0.2, 1.35, 2.65, 0.65)  # dense, lexical, agreement, coverage, names
+    BIAS = -5.6
 
     def __init__(self, *, abstain_below: float) -> None:
         if not 0.0 <= abstain_below < 1.0:
             raise ValueError("abstain_below must be in [0, 1): the confidence below which the answer abstains")
         self.abstain_below = abstain_below
 
-    def run(self, question: str, hits: Sequence[Hit]) -> Verdict:
-        evidence = Evidence.of(question, hits)
+    def run(self, question: str, hits: Sequence[Hit], *, searched: str | None = None) -> Verdict:
+        """`searched`: the question as it was searched, when that was more (a follow-up)."""
+        evidence = Evidence.of(question, hits, searched=searched)
+        words = searched or question
+        if hits and query_terms(words) and not topic_terms(words):  # a broad question ("what happened today?")
+            return Verdict(1.0, True, evidence)
         confidence = self.confidence(evidence)
         return Verdict(confidence, bool(hits) and confidence >= self.abstain_below, evidence)
 

@@ -148,6 +148,8 @@ def cmd_eval(args, config):
             rows = [("hybrid", figures), ("dense", figures["baselines"]["dense"]), ("bm25", figures["baselines"]["bm25"])]
             lines += [f"{backend:<9}{name:<8}" + " ".join(f"{r[k]:>18}" for k in keys) for name, r in rows]
     else:
+        if args.abstention:
+            raise ValueError("--abstention is for eval qa")
         result = SummaryEvaluation(config, limit=args.limit).run(args.data, progress=not args.quiet)
         lines = [f"{'':<10}{'ROUGE-1':>9}{'ROUGE-2':>9}{'ROUGE-L':>9}  (n={result['n']}, F1 %)"]
         lines += [f"{name:<10}" + "".join(f"{r[k]:>9}" for k in ("rouge1", "rouge2", "rougeL"))

@@ -76,6 +76,17 @@ class AnswerSettings:
     abstain_below: float = 0.4
     closest_stories: int = 3
 
+    def __post_init__(self) -> None:
+        for key in ("max_sentences", "summary_sentences", "digest_stories"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"answer.{key}: must be at least 1")
+        if self.max_words < 10:
+            raise ConfigError("answer.max_words: must be at least 10")
+        if not 0.0 <= self.abstain_below < 1.0:
+            raise ConfigError("answer.abstain_below: must be at least 0 and below 1")
+        if self.closest_stories < 0:
+            raise ConfigError("answer.closest_stories: must not be negative")
+
 
 @dataclass
 class LLMSettings:

@@ -9,7 +9,7 @@ import shlex
 import sys
 from typing import TextIO
 
-from bot.answer_types import Answer, SearchResult
+from bot.answer_types import CLOSEST_STORIES, Answer, SearchResult
 from bot.service import NewsService
 from index.store import SearchFilters
 from index.timefilter import parse_since
@@ -27,6 +27,8 @@ def format_answer(answer: Answer) -> str:
     lines = [answer.text]
     if answer.note:
         lines.append(f"({answer.note})")
+    if answer.closest:
+        lines.append(CLOSEST_STORIES)
     for result in answer.closest:
         lines.append(f"  - {result.label()}" + (f"  {result.url}" if result.url else ""))
     if answer.citations:

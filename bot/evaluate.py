@@ -22,7 +22,6 @@ import numpy as np
 from tqdm import tqdm
 
 from bot.answer_types import Answer
-from bot.answerability import AnswerabilityCheck
 from bot.config import Config
 from index.article import Article, normalize_text
 from index.embed import Embedder, load_embedder

@@ -206,8 +206,13 @@ class ExtractiveAnswerer:
                 unit = [lead, sentence]
             unit = [s for s in unit if all((s.article.id, s.start) != (p.article.id, p.start) for p in picked)]
             n = sum(len(s.text.split()) for s in unit)
+            if len(picked) + len(unit) > self.max_sentences:
+                continue
+            # One long sentence may answer alone; a pair, or anything more, keeps to the budget.
+            if (picked or len(unit) > 1) and words + n > self.max_words:
+                continue
             if picked:
-                if words + n > self.max_words or coverage < self.FILLER_COVERAGE:
+                if coverage < self.FILLER_COVERAGE:
                     continue
                 if sentence.article.id != picked[0].article.id and not (content_stems(sentence.text) & terms) - covered:
                     continue  # another story's sentence that adds nothing the answer lacks

@@ -41,12 +41,16 @@ _REPLACEMENTS: dict[str, str | None] = {"max_tokens": "max_completion_tokens", "
 
 # A model asked to reply exactly NO_ANSWER often words it its own way; such a reply is its answer
 # (the sources do not say), not a failure to fall back from.
+_SOURCES = r"(the |these |my |your )?(provided |given )?(sources?|articles?|passages?|context|texts?)"
 _NO_ANSWER_REPLY = re.compile(
-    r"\b(sources?|articles?|passages?|context|provided (text|information))\b[^.]{0,60}?\b(do not|don't|does not|"
-    r"doesn't|did not|didn't|cannot|can't|fail to)\b[^.]{0,30}?\b(answer|say|mention|contain|include|provide|state|"
-    r"address|cover|specify|tell)|\bnone of the (provided )?(sources|articles|passages)\b|\bno (relevant |such )?"
-    r"information\b|\bnot (mentioned|stated|covered|answered|addressed) in the (provided )?(sources|articles|passages)|"
-    r"\b(cannot|can't|am unable to|could not|couldn't) (answer|determine|find|tell)\b",
+    # Each form names the sources: "could not find the suspect" is news, not a refusal.
+    rf"\b{_SOURCES}\b[^.]{{0,60}}?\b(do not|don't|does not|doesn't|did not|didn't|cannot|can't|fail to)\b"
+    r"[^.]{0,30}?\b(answer|say|mention|contain|include|provide|state|address|cover|specify|tell)"
+    rf"|\bnone of {_SOURCES}\b"
+    rf"|\bno (relevant |such )?information\b[^.]{{0,40}}?\b(in|from|within) {_SOURCES}\b"
+    rf"|\bnot (mentioned|stated|covered|answered|addressed) (in|by) {_SOURCES}\b"
+    rf"|\b(cannot|can't|am unable to|could not|couldn't) (answer|determine|find|tell)\b[^.]{{0,60}}?"
+    rf"\b(from|in|based on) {_SOURCES}\b",
     re.IGNORECASE,
 )
 # Longer than this, a reply is an answer with a caveat, not a refusal.

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 import discord
 from discord.utils import escape_mentions
 
-from bot.answer_types import CITATION, Answer, Citation, SearchResult
+from bot.answer_types import CITATION, CLOSEST_STORIES, Answer, Citation, SearchResult
 from index.article import DEFAULT_COLLECTION
 from index.sentences import sentence_spans
 from index.store import Feed
@@ -182,13 +182,15 @@ def _inside_citation(text: str, cut: int) -> int | None:
     return bracket if match and match.end() > cut else None
 
 
-def link(label: str, url: str | None) -> str:
-    """A markdown link with an escaped label; the plain label when the URL is not http(s)."""
+def link(label: str, url: str | None, *, unfurl: bool = True) -> str:
+    """A markdown link with an escaped label; the plain label when the URL is not http(s). In a
+    message's text Discord shows a preview of a linked page unless the URL is in <>."""
     label = safe_text(label)
     if not url or urlsplit(url).scheme not in ("http", "https"):
         return label
     # Characters that would end the link's (...) early are percent-encoded.
-    return f"[{label}]({quote(url, safe=':/?#@!$&*+,;=%~._-[]')})"
+    target = quote(url, safe=':/?#@!$&*+,;=%~._-[]')
+    return f"[{label}]({target})" if unfurl else f"[{label}](<{target}>)"
 
 
 def source_line(citation: Citation) -> str:
@@ -210,8 +212,10 @@ def render_answer(answer: Answer) -> list[Reply]:
     """
     text = safe_text(answer.text)
     if answer.closest:
-        # Search results, not sources: nothing in them answers the question.
-        text += "\n" + "\n".join(f"• {link(clip(r.label(), 300), r.url)}" for r in answer.closest)
+        # Search results, not sources: nothing in them answers the question. Their links are not
+        # unfurled (<url>), so the reply stays a short message.
+        text += f" {CLOSEST_STORIES}\n" + "\n".join(f"• {link(clip(r.label(), 300), r.url, unfurl=False)}"
+                                                     for r in answer.closest)
     pieces = [_escape_line_starts(p) for p in split_message(text, MESSAGE_LIMIT - 1)]
     if answer.note:
         note = f"-# {safe_text(clip(answer.note, 500))}"

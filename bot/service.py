@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 1000
 NOTHING_ANSWERS = "I found nothing in the indexed news that answers this."
 NOTHING_ON_TOPIC = "I found nothing in the indexed news about that."
-CLOSEST = " The closest stories:"
 
 
 def store_for(config: Config, embedder: Embedder, *, backend: str | None = None) -> NewsStore:
@@ -136,7 +135,8 @@ class NewsService:
         steps: dict[str, float] = {}
         hits = self.retrieve(query, filters=filters, mode=mode, timing=steps)
         retrieved = time.perf_counter()
-        answer = self.answer_from(question, hits, on_text=on_text)
+        # The baselines' rankings lack the other's scores, which the abstention weighs.
+        answer = self.answer_from(question, hits, on_text=on_text, abstain=mode == RetrievalMode.HYBRID, searched=query)
         done = time.perf_counter()
         answer.timing_ms.update(steps)
         answer.timing_ms.update(
@@ -145,10 +145,11 @@ class NewsService:
         return answer
 
     def answer_from(self, question: str, hits: list[Hit], *, on_text: Callable[[str], None] | None = None,
-                    abstain: bool = True) -> Answer:
+                    abstain: bool = True, searched: str | None = None) -> Answer:
         """The answer step alone: the LLM when one is configured, else the extractive engine; first,
-        unless `abstain` is false, the check that the passages answer the question at all."""
-        verdict = self.answerability.run(question, hits) if abstain else None
+        unless `abstain` is false, the check that the passages answer the question at all (weighed
+        on what was `searched`: a follow-up with the question it follows)."""
+        verdict = self.answerability.run(question, hits, searched=searched) if abstain else None
         if verdict is not None and not verdict.answerable:
             return self._abstention(hits, verdict)
         if self.llm is not None:
@@ -158,17 +159,19 @@ class NewsService:
         if answer.found:
             return answer
         # The answerer itself found nothing (the model said the sources do not answer): the same reply.
-        return self._abstention(hits, verdict or self.answerability.run(question, hits), answer)
+        return self._abstention(hits, verdict or self.answerability.run(question, hits, searched=searched), answer)
 
     def _abstention(self, hits: list[Hit], verdict: Verdict, answer: Answer | None = None, *,
                     nothing: str = NOTHING_ANSWERS) -> Answer:
-        """"The news does not say", with the closest stories as links when any is near; `answer` is
-        the answerer's own "nothing found", whose mode and timings are kept."""
+        """"The news does not say", with the closest stories (for the front ends to list) when any
+        is near; `answer` is the answerer's own "nothing found", whose mode, timings and note (why a
+        model's answer was not used) are kept."""
         # Near but not enough: the closest stories are offered down to half the threshold.
         near = verdict.confidence >= self.answerability.abstain_below / 2
         closest = search_results(hits, self.config.answer.closest_stories) if near else []
-        return Answer(text=nothing + (CLOSEST if closest else ""), mode=answer.mode if answer else "extractive",
-                      citations=[], timing_ms=answer.timing_ms if answer else {}, found=False, closest=closest)
+        if answer is None:
+            return Answer(text=nothing, mode="extractive", citations=[], found=False, closest=closest)
+        return dataclasses.replace(answer, text=nothing, citations=[], found=False, closest=closest)
 
     def summarize_article(self, article_id: str, *, collections: tuple[str, ...] | None = None) -> Answer:
         """One article's summary. Ids are not secret, so a front end serving one server passes its
@@ -189,13 +192,14 @@ class NewsService:
         started = time.perf_counter()
         hits = self.retrieve(topic, filters=filters, k=12)
         verdict = self.answerability.run(topic, hits)
-        if not verdict.answerable:  # a topic the news has nothing on gets no off-topic filler
-            answer = self._abstention(hits, verdict, nothing=NOTHING_ON_TOPIC)
-        elif self.llm is not None:
+        answer = None  # a topic the news has nothing on gets no off-topic filler
+        if verdict.answerable and self.llm is not None:
             answer = self.llm.run(topic, hits, on_text=on_text, fallback=self.topic_summarizer.run,
                                   instruction=f"Summarize what the sources report about: {topic}")
-        else:
+        elif verdict.answerable:
             answer = self.topic_summarizer.run(topic, hits)
+        if answer is None or not answer.found:
+            answer = self._abstention(hits, verdict, answer, nothing=NOTHING_ON_TOPIC)
         answer.timing_ms["total_ms"] = (time.perf_counter() - started) * 1000
         return answer
 
@@ -261,6 +265,8 @@ class NewsService:
 
 def search_results(hits: list[Hit], k: int) -> list[SearchResult]:
     """The first `k` articles of the hits, best first, one row each."""
+    if k < 1:
+        return []
     results: dict[str, SearchResult] = {}
     for hit in hits:
         if hit.article.id not in results:

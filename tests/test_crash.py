@@ -59,7 +59,7 @@ def killed_sessions_ended(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as db:
         while db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                         "AND backend_type = 'client backend' AND pid <> pg_backend_pid()").fetchone()[0]:
+                         "AND application_name = 'newsdesk' AND pid <> pg_backend_pid()").fetchone()[0]:
             assert time.monotonic() < deadline, "a killed writer's session did not end"
             time.sleep(0.05)
 

@@ -85,3 +85,14 @@ def test_a_storys_sentences_are_quoted_in_the_order_it_tells_them(stories):
     assert len(sentences) >= 2
     positions = [row["text"].index(sentence) for sentence in sentences]
     assert positions == sorted(positions)
+
+
+def test_a_quote_and_its_antecedent_keep_to_the_sentence_and_word_budgets(stories):
+    row = stories["bbc-business-063"]
+    start = row["text"].index(QUOTE)
+    passage = [hit(row, start, start + 600)]
+    one = quoted(ExtractiveAnswerer(max_sentences=1).run(QUESTION, passage))
+    assert len(one) == 1 and not leans_on_previous(one[0])
+    short = quoted(ExtractiveAnswerer(max_words=30).run(QUESTION, passage))
+    assert QUOTE not in short  # with the sentence that names him it would take 47 words
+    assert sum(len(s.split()) for s in short) <= 30 or len(short) == 1
