@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     HF_HUB_OFFLINE=1 \
-    TRANSFORMERS_OFFLINE=1
+    TRANSFORMERS_OFFLINE=1 \
+    NEWSDESK_MODEL_CACHE=/opt/newsdesk/models
 
 WORKDIR /app
 
@@ -25,7 +26,10 @@ COPY index ./index
 COPY bot ./bot
 COPY config.toml ./config.toml
 COPY deploy ./deploy
+# The ONNX export of the model (the default embedding backend for a new index), made once here so that
+# no container spends its first start on it; read-only at run time.
 RUN pip install --no-deps . \
+    && python -c "from index.embed import load_embedder; load_embedder(backend='onnx-int8', cache_dir='$NEWSDESK_MODEL_CACHE')" \
     && sed -i 's|^dir = "newsdesk-data"|dir = "/data"|' config.toml \
     && useradd --system --uid 10001 --home-dir /app newsdesk \
     && mkdir -p /data && chown newsdesk /data

@@ -11,16 +11,14 @@ questions, which is also the resident size of a bot serving this corpus. Disk is
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 import sqlite3
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import MB, Progress, dir_bytes
+from bench.common import MB, Progress, dir_bytes, run_in_process
 
 PER = 100_000
 
@@ -66,16 +64,7 @@ def _probe(spec: dict) -> dict:
 
 
 def run_probe(spec: dict) -> dict:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    result = subprocess.run([sys.executable, "-m", "bench.footprint", json.dumps(spec)], capture_output=True,
-                            text=True, env=env, timeout=1800)
-    if result.returncode != 0:
-        tail = result.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"memory probe ({spec['kind']}) failed: {tail[0]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_in_process("bench.footprint", spec, what=f"memory probe ({spec['kind']})")
 
 
 # -- the section -----------------------------------------------------------------------------------

@@ -143,6 +143,8 @@ def markdown(summary: dict, results_dir: Path) -> str:
             f"{r['overhead_seconds_per_1k_chunks']:.2f} s per 1,000 chunks.",
             "",
         ]
+    if "embed_backends" in s:
+        lines += _embed_backends(s["embed_backends"])
     if "ask_latency" in s:
         r = s["ask_latency"]
         a, ret = r["ask"], r["retrieval_only"]
@@ -477,6 +479,35 @@ def _backends(r: dict) -> list[str]:
     builds = ", ".join(f"{p['backend']} {p['chunks']:,} in {_fmt(p['build_seconds'] / 60)} min" for p in r["points"])
     lines += ["", f"Built once and kept: {builds}.", ""]
     return lines
+
+
+def _embed_backends(r: dict) -> list[str]:
+    rows = r["backends"]
+    first = next(iter(rows.values()))
+    quality = first["quality"]
+    lines = [
+        "## Embedding backends",
+        "",
+        f"`[index] embed_backend`, each backend in a fresh process on the same texts: the first articles of "
+        f"`{r['slice']}` ingested ({first['chunks']:,} chunks; best of the rounds, against the backend's bare encode "
+        f"of the same texts), one question embedded at a time ({first['question_embed_quiet']['n']} headlines of "
+        f"`{r['questions_from']}`) on a quiet machine and while the process ingests, and {quality['questions']} "
+        "questions asked over a slice of each corpus indexed with the backend. Cosine to torch's vectors on "
+        f"{first['cosine_to_torch']['texts']} texts.",
+        "",
+        "| backend | ingest chunks/s | × torch ingest | ingest / fastest bare | question p50 / p95 | during an ingest "
+        "p50 / p95 | load | RSS loaded | cosine to torch min / mean | cites own article |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for backend, f in rows.items():
+        quiet, busy, cos = f["question_embed_quiet"], f["question_embed_during_ingest"], f["cosine_to_torch"]
+        lines.append(
+            f"| {backend} | {_fmt(f['ingest_chunks_per_s'])} | {f['ingest_over_torch_ingest']:.2f} | "
+            f"{f['ingest_over_fastest_bare']:.2f} | {_fmt(quiet['p50_ms'])} / {_fmt(quiet['p95_ms'])} ms | "
+            f"{_fmt(busy['p50_ms'])} / {_fmt(busy['p95_ms'])} ms | {_fmt(f['load_seconds'])} s | "
+            f"{_fmt(f['rss_loaded_mb'])} MB | {cos['min']:.4f} / {cos['mean']:.4f} | "
+            f"{f['quality']['cites_own_article']:.3f} |")
+    return lines + [""]
 
 
 def _findings(s: dict) -> list[str]:

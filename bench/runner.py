@@ -12,6 +12,7 @@ import numpy as np
 from bench import SECTIONS
 from bench.common import Progress, bench_config, default_corpus, machine_info, now_iso, sample_questions, write_json
 from bot.config import Config
+from index.embed import NEW_INDEX_BACKEND
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,8 @@ SUMMARY = "summary.json"
 # Smaller inputs for a quick look (`--quick`); the defaults are the figures the report quotes.
 QUICK = {
     "ingest_throughput": {"articles": 100, "rounds": 1},
+    "embed_backends": {"articles": 100, "rounds": 1, "busy_articles": 30, "questions": 20, "quality_articles": 100,
+                       "quality_questions": 50},
     "ask_latency": {"questions": 50, "scoped_questions": 20, "all_cores_questions": 20,
                     "filtered_questions": 5},
     "footprint": {},
@@ -62,10 +65,10 @@ class Bench:
     @property
     def embedder(self):
         if self._embedder is None:
-            from index.embed import load_embedder
+            from bot.service import embedder_for
 
             self.progress("loading the embedding model")
-            self._embedder = load_embedder(self.config.index.model, batch_size=self.config.index.batch_size)
+            self._embedder = embedder_for(bench_config(self.config, self.data_dir))
         return self._embedder
 
     @property
@@ -94,6 +97,11 @@ class Bench:
         from bench import ingest_throughput
 
         return ingest_throughput.run(self.config, self.embedder, self.slice_corpus, progress=self.progress, **kw)
+
+    def embed_backends(self, **kw) -> dict:
+        from bench import embed_backends
+
+        return embed_backends.run(self.config, self.corpus, progress=self.progress, **kw)
 
     def ask_latency(self, **kw) -> dict:
         from bench import ask_latency
@@ -222,6 +230,12 @@ def targets(sections: dict) -> list[dict]:
 
     ratio = get("ingest_throughput", "ratio")
     row("ingest throughput / bare model encode", ">= 0.90", ratio, ratio is not None and ratio >= 0.90)
+    default = get("embed_backends", "backends", NEW_INDEX_BACKEND)
+    if default:
+        row(f"ingest with {NEW_INDEX_BACKEND} (the default) / torch ingest", ">= 1.7",
+            default["ingest_over_torch_ingest"], default["ingest_over_torch_ingest"] >= 1.7)
+        row(f"ingest with {NEW_INDEX_BACKEND} / the fastest bare backend", ">= 0.90",
+            default["ingest_over_fastest_bare"], default["ingest_over_fastest_bare"] >= 0.9)
     p95 = get("ask_latency", "ask", "p95_ms")
     row("ask p95 (reuters + bbc, extractive)", "< 150 ms", p95, p95 is not None and p95 < 150)
     recall = get("vector_search", "largest", "hnsw_recall_at_10")

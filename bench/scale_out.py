@@ -195,7 +195,7 @@ def _ingest_run(config: Config, embedder, documents: list[bytes], *, workers: in
     finished = max(f.last_polled.timestamp() for f in feeds)
     seconds = finished - opened_at
     return {
-        "workers": workers, "seconds": round(seconds, 2),
+        "workers": workers, "seconds": round(seconds, 3),
         "seconds_from_process_start": round(finished - started, 2),  # the model's loading too
         "articles": counts.articles, "chunks": counts.chunks,
         "articles_per_s": round(counts.articles / seconds, 2), "chunks_per_s": round(counts.chunks / seconds, 2),

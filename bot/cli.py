@@ -202,10 +202,11 @@ def cmd_bench(args, config):
 
 def cmd_db(args, config):
     """`db upgrade`: create or upgrade the PostgreSQL schema. `db copy --to B`: copy the index between backends."""
-    from bot.service import store_for
-    from index.embed import load_embedder
+    from bot.service import embedder_for, store_for
 
-    embedder = load_embedder(config.index.model, batch_size=config.index.batch_size)  # its name and dimension
+    source_backend = "sqlite" if args.to == "postgres" else "postgres"
+    # Its name and dimension. A new database takes the embedding of the index it will be copied from.
+    embedder = embedder_for(config, follow=("postgres", "sqlite") if args.action == "upgrade" else (source_backend,))
     if args.action == "upgrade":
         from index.store import upgrade_database
 
@@ -216,7 +217,6 @@ def cmd_db(args, config):
         return 0
     from index.store.copy import copy_store
 
-    source_backend = "sqlite" if args.to == "postgres" else "postgres"
     source = store_for(config, embedder, backend=source_backend)
     try:
         target = store_for(config, embedder, backend=args.to)

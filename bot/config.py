@@ -32,6 +32,8 @@ class IndexSettings:
     dir: str = "newsdesk-data"
     # A folder with a sentence-transformers model, or "" for the bundled all-MiniLM-L6-v2.
     model: str = ""
+    # How the model runs (index/embed.py): "torch", "torch-bf16", "onnx", "onnx-int8", or "auto".
+    embed_backend: str = "auto"
     batch_size: int = 64
     chunk_tokens: int = 240
     chunk_overlap_sentences: int = 1
@@ -39,6 +41,12 @@ class IndexSettings:
     hnsw_m: int = 32
     hnsw_ef_search: int = 256
     near_duplicate_threshold: float = 0.7
+
+    def __post_init__(self) -> None:
+        from index.embed import EMBED_BACKENDS
+
+        if self.embed_backend not in (*EMBED_BACKENDS, "auto"):
+            raise ConfigError(f"index.embed_backend: must be one of auto, {', '.join(EMBED_BACKENDS)}")
 
 
 @dataclass
@@ -212,6 +220,12 @@ class Config:
     def data_dir(self) -> Path:
         path = Path(os.path.expanduser(self.index.dir))
         return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Where the onnx backends keep their exported model: NEWSDESK_MODEL_CACHE, or the data folder."""
+        override = os.environ.get("NEWSDESK_MODEL_CACHE", "").strip()
+        return Path(os.path.expanduser(override)) if override else self.data_dir / "models"
 
 
 # Keys that earlier versions read: a config that still sets one loads, with a warning.

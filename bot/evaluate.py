@@ -24,7 +24,7 @@ from tqdm import tqdm
 from bot.answer_types import Answer
 from bot.config import Config
 from index.article import Article, normalize_text
-from index.embed import Embedder, load_embedder
+from index.embed import Embedder
 from index.retrieve import RetrievalMode
 from index.sentences import split_sentences
 from index.sources.common import build_article
@@ -220,7 +220,10 @@ class QAEvaluation:
         for row in rows:
             if row["article_id"] not in articles:
                 articles[row["article_id"]] = self._article(row)
-        embedder = self.embedder or load_embedder(self.config.index.model, batch_size=self.config.index.batch_size)
+        from bot.service import embedder_for
+
+        # The eval builds a new index, so "auto" means what a new index would get here.
+        embedder = self.embedder or embedder_for(self.config, follow=())
         if self.abstention:
             return self._abstention(embedder, articles, rows, progress)
         by_backend = {backend: self._run_on(backend, embedder, articles, rows, progress) for backend in self.backends}

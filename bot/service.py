@@ -11,7 +11,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -23,12 +23,12 @@ from bot.extractive import ExtractiveAnswerer
 from bot.summarize import ArticleSummarizer, DigestWriter, TopicSummarizer
 from index.article import DEFAULT_COLLECTION
 from index.chunk import Chunker
-from index.embed import Embedder, load_embedder
+from index.embed import NEW_INDEX_BACKEND, Embedder, backend_of, load_embedder
 from index.ingest import Ingestor, IngestReport
 from index.retrieve import Hit, RetrievalMode, Retriever
 from index.sources.common import one_line
 from index.sources.fetch import FetchLimits
-from index.store import Announcement, NewsStore, SearchFilters, open_store
+from index.store import Announcement, NewsStore, SearchFilters, open_store, recorded_model_name
 from index.timefilter import time_filter_in
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,22 @@ log = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 1000
 NOTHING_ANSWERS = "I found nothing in the indexed news that answers this."
 NOTHING_ON_TOPIC = "I found nothing in the indexed news about that."
+
+
+def embedder_for(config: Config, *, follow: Sequence[str] | None = None) -> Embedder:
+    """The embedding model as [index] sets it. With embed_backend "auto", it follows the backend an
+    existing index was built with (the stores named in `follow`, first found; default the configured
+    one), so a data folder moved to another machine, or workers sharing a database, still agree; a
+    new index gets NEW_INDEX_BACKEND, the fastest that keeps quality."""
+    idx = config.index
+    chosen = idx.embed_backend
+    if chosen == "auto":
+        recorded = None
+        for backend in (config.store.backend,) if follow is None else follow:
+            recorded = recorded or recorded_model_name(dataclasses.replace(config.store, backend=backend),
+                                                       data_dir=config.data_dir)
+        chosen = backend_of(recorded) if recorded else NEW_INDEX_BACKEND
+    return load_embedder(idx.model, backend=chosen, batch_size=idx.batch_size, cache_dir=config.model_cache_dir)
 
 
 def store_for(config: Config, embedder: Embedder, *, backend: str | None = None) -> NewsStore:
@@ -52,7 +68,7 @@ def store_for(config: Config, embedder: Embedder, *, backend: str | None = None)
 class NewsService:
     def __init__(self, config: Config, *, embedder: Embedder | None = None, llm_client=None) -> None:
         self.config = config
-        self.embedder = embedder or load_embedder(config.index.model, batch_size=config.index.batch_size)
+        self.embedder = embedder or embedder_for(config)
         idx = config.index
         self.store = store_for(config, self.embedder)
         self.retrievers = {mode: Retriever(self.store, self.embedder, config.retrieval, mode=mode) for mode in RetrievalMode.ALL}

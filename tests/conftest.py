@@ -37,6 +37,13 @@ def run_newsdesk(config: Path, *args: str, stdin: str | None = None, env: dict[s
                           capture_output=True, text=True, timeout=timeout, input=stdin, env=environ)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_model_cache(tmp_path_factory):
+    """Every test's data folder is new; the onnx backends' export is made once a session, here, and
+    read by every process the tests start."""
+    os.environ["NEWSDESK_MODEL_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
+
+
 @pytest.fixture
 def fake_embedder() -> FakeEmbedder:
     return FakeEmbedder()

@@ -1,6 +1,7 @@
 """`newsdesk bench` on tiny inputs with the fake embedder: every section runs, and its JSON has the
 figures the report reads, positive and consistent with each other. No timing is asserted. scale_out
-starts processes that load the real model, so it runs in a test of its own, with the real model."""
+and embed_backends start processes that load the real model, so each runs in a test of its own, with
+the real model."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ PARAMS = {
     "backends": {"sizes": (150, 300), "questions": 4, "warmup": 1, "scoped_questions": 2, "recall_queries": 5,
                  "memory_queries": 0, "tune_server": False},
 }
-IN_PROCESS = [name for name in SECTIONS if name != "scale_out"]
+# These two start processes that load the real model: each runs in a test of its own, below.
+IN_PROCESS = [name for name in SECTIONS if name not in ("scale_out", "embed_backends")]
 
 
 @pytest.fixture
@@ -193,7 +195,34 @@ def test_scale_out_runs_real_workers_and_bot_processes(config, corpus, tmp_path)
         assert layout["idle_process_same_tick"]["max_lateness_ms"] >= 0
     # Alternating guilds: each of the two processes got its guild's three questions (and its warm-up).
     assert all(sum(p["interactions_received"].values()) >= 4 for p in two["processes"].values())
-    assert result["postgres"]["pgvector"] and result["model"] == "all-MiniLM-L6-v2"
+    assert result["postgres"]["pgvector"] and result["model"].startswith("all-MiniLM-L6-v2")
+
+
+@pytest.mark.slow
+def test_embed_backends_measures_each_backend_on_the_same_texts(config, corpus, tmp_path):
+    params = {"backends": ("torch", "onnx-int8"), "articles": 10, "rounds": 1, "busy_articles": 10, "questions": 5,
+              "quality_articles": 10, "quality_questions": 8}
+    results = tmp_path / "bench" / "results"
+    bench = Bench(config, data_dir=tmp_path / "benchdata", results_dir=results, corpus=corpus,
+                  params={"embed_backends": params}, progress=False, plot=_plot_available())
+    summary = bench.run(["embed_backends"])
+    assert summary["failed"] == {}, summary["failed"]
+    rows = summary["sections"]["embed_backends"]["backends"]
+    assert list(rows) == ["torch", "onnx-int8"]
+    assert [rows[b]["model"] for b in rows] == ["all-MiniLM-L6-v2", "all-MiniLM-L6-v2+onnx-int8"]
+    assert rows["torch"]["chunks"] == rows["onnx-int8"]["chunks"] > 0  # the same texts for each
+    assert rows["torch"]["cosine_to_torch"]["min"] == pytest.approx(1.0, abs=1e-4)
+    assert 0.95 <= rows["onnx-int8"]["cosine_to_torch"]["min"] <= rows["onnx-int8"]["cosine_to_torch"]["mean"] <= 1
+    for figures in rows.values():
+        assert figures["question_embed_quiet"]["n"] >= 5 and figures["question_embed_during_ingest"]["n"] >= 1
+        assert figures["ingest_chunks_per_s"] > 0 and figures["bare_chunks_per_s"] > 0 and figures["load_seconds"] > 0
+        assert figures["rss_loaded_mb"] > figures["rss_before_mb"] > 0
+        assert figures["quality"]["questions"] == 8 and 0 <= figures["quality"]["cites_own_article"] <= 1
+        assert figures["ingest_over_fastest_bare"] == pytest.approx(
+            figures["ingest_chunks_per_s"] / max(f["bare_chunks_per_s"] for f in rows.values()), rel=0.01)
+    assert rows["torch"]["ingest_over_torch_ingest"] == 1.0
+    if bench.plot:
+        assert "## Embedding backends" in (results.parent / "REPORT.md").read_text()
 
 
 def test_a_missing_matplotlib_is_one_clear_error(monkeypatch):

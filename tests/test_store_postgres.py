@@ -23,13 +23,14 @@ from http_fixture import LocalHTTPServer
 
 from bot.config import Config
 from bot.service import NewsService
+from index.embed import NEW_INDEX_BACKEND, embedding_name
 from index.store import SchemaError, StoreError, StoreSettings, database_url
 from index.store.postgres import PostgresStore
-from index.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION, upgrade, upgrade_database
+from index.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION, recorded_model_name, upgrade, upgrade_database
 
 QUESTION = "Why did NATO suspend its training activities in Iraq?"
 PASSWORD = "pw-7f3Kq9-never-shown"
-MODEL, DIM = "all-MiniLM-L6-v2", 384  # what the real model's store records
+MODEL, DIM = embedding_name("all-MiniLM-L6-v2", NEW_INDEX_BACKEND), 384  # what a new store of the real model records
 
 
 def pg_config(folder: Path, **store: str | float) -> Path:
@@ -136,8 +137,12 @@ def test_a_database_without_pgvector_or_with_another_schema_says_what_to_run(pos
         conn.execute("CREATE EXTENSION vector")
     with pytest.raises(SchemaError, match="no newsdesk tables yet: run `newsdesk db upgrade`"):
         opened()
+    assert recorded_model_name(postgres_url, StoreSettings()) is None
     assert upgrade_database(postgres_url, StoreSettings(), model_name=MODEL, dim=DIM) == (0, SCHEMA_VERSION)
+    assert recorded_model_name(postgres_url, StoreSettings()) == MODEL  # what "auto" follows
     opened().close()
+    with pytest.raises(StoreError, match='vectors of .*, not all-MiniLM-L6-v2 \\(384\\): set \\[index\\] embed_backend = "auto"'):
+        PostgresStore(postgres_url, model_name="all-MiniLM-L6-v2", dim=DIM)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("UPDATE newsdesk_meta SET value = '0' WHERE key = 'schema_version'")
         with pytest.raises(SchemaError, match=f"version 0, this newsdesk needs {SCHEMA_VERSION}: run `newsdesk db upgrade`"):

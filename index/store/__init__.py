@@ -55,6 +55,18 @@ def open_store(
                        hnsw_m=hnsw_m, hnsw_ef_search=hnsw_ef_search, search_threads=search_threads)
 
 
+def recorded_model_name(settings: StoreSettings, *, data_dir: str | os.PathLike,
+                        environ: Mapping[str, str] = os.environ) -> str | None:
+    """The embedding name the configured store's vectors came from; None for a store not yet built."""
+    if settings.backend == "postgres":
+        from index.store.postgres_schema import recorded_model_name as recorded
+
+        return recorded(database_url(settings, environ), settings)
+    from index.store.sqlite import recorded_model_name as recorded
+
+    return recorded(data_dir)
+
+
 def upgrade_database(settings: StoreSettings, *, model_name: str, dim: int,
                      environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
     """`newsdesk db upgrade`: the PostgreSQL schema created or brought up to date; (version before, after)."""
@@ -74,5 +86,5 @@ __all__ = [
     "AlsoReported", "Announcement", "ArticleRecord", "DuplicateLookup", "Feed", "FeedRegistry", "NewsStore", "Outbox",
     "SchemaError", "ScoredChunk", "SearchFilters", "Shards", "StoreCounts", "StoreError", "StoreSettings",
     "StoreWriter", "StoredChunk",
-    "database_url", "drop_namespace", "embed_key", "open_store", "upgrade_database",
+    "database_url", "drop_namespace", "embed_key", "open_store", "recorded_model_name", "upgrade_database",
 ]

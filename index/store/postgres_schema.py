@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from index.store.postgres_db import Database
-from index.store.types import SchemaError, StoreError, StoreSettings
+from index.store.types import SchemaError, StoreSettings, other_embedding
 
 # PostgreSQL's English stemmer and stop words: the nearest to FTS5's porter tokenizer.
 TEXT_SEARCH_CONFIG = "english"
@@ -266,12 +266,12 @@ def _model(model_name: str, dim: int) -> str:
 
 def _check_model(meta: dict[str, str], model_name: str, dim: int) -> None:
     if meta.get("model") != _model(model_name, dim):
-        raise StoreError(f"the database holds vectors of {meta.get('model')}, not {_model(model_name, dim)}; "
-                         "use another database or the model it was built with")
+        recorded = json.loads(meta["model"]) if meta.get("model") else {"name": "?", "dim": "?"}
+        raise other_embedding("the database", f"{recorded['name']} ({recorded['dim']})", f"{model_name} ({dim})")
 
 
 def check_schema(conn: psycopg.Connection, *, model_name: str, dim: int, namespace: str = "") -> None:
-    """SchemaError (or StoreError for another model) unless the database is ready for this newsdesk."""
+    """SchemaError (or a StoreError for another embedding) unless the database is ready for this newsdesk."""
     if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
         raise SchemaError("the pgvector extension is not installed in this database: run `newsdesk db upgrade` "
                           "(as a role that may CREATE EXTENSION vector)")
@@ -287,6 +287,14 @@ def check_schema(conn: psycopg.Connection, *, model_name: str, dim: int, namespa
         raise SchemaError(f"the database schema is version {version}, newer than this newsdesk knows "
                           f"({SCHEMA_VERSION}): upgrade newsdesk")
     _check_model(meta, model_name, dim)
+
+
+def recorded_model_name(url: str, settings: StoreSettings) -> str | None:
+    """The embedding name the database's vectors came from; None before `db upgrade` set one."""
+    database = Database(url, settings)
+    with database.connect() as conn, database.guard():
+        meta = _meta(conn, settings.schema) or {}
+    return json.loads(meta["model"])["name"] if "model" in meta else None
 
 
 def upgrade_database(url: str, settings: StoreSettings, *, model_name: str, dim: int) -> tuple[int, int]:

@@ -34,6 +34,7 @@ from index.store.sqlite_feeds import FILE as STATE_FILE
 from index.store.sqlite_feeds import SQLiteFeedRegistry, SQLiteOutbox, from_timestamp
 from index.store.types import (
     AlsoReported, Announcement, ArticleRecord, ScoredChunk, SearchFilters, StoreCounts, StoredChunk, StoreError,
+    other_embedding,
 )
 
 log = logging.getLogger(__name__)
@@ -233,9 +234,11 @@ class SQLiteStore:
         if row is None:
             db.execute("INSERT INTO meta VALUES ('model', ?), ('generation', '0')", (wanted,))
         elif row[0] != wanted:
-            raise StoreError(
-                f"{self.dir} was built with {row[0]}, not {wanted}; use another [index] dir or re-ingest"
-            )
+            recorded = json.loads(row[0])
+            if (recorded["name"], recorded["dim"]) != (self.model_name, self.dim):
+                raise other_embedding(str(self.dir), f"{recorded['name']} ({recorded['dim']})",
+                                      f"{self.model_name} ({self.dim})")
+            raise StoreError(f"{self.dir} was built with {row[0]}, not {wanted}; use another [index] dir or re-ingest")
 
     def _generation(self, db: sqlite3.Connection | None = None) -> int:
         return int((db or self._db).execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
@@ -655,6 +658,21 @@ class SQLiteStore:
 
 # Lookups that run on the reader's connection (before a batch is written) and on the writer's
 # (inside its transaction, where its own uncommitted articles count).
+
+def recorded_model_name(data_dir: str | os.PathLike) -> str | None:
+    """The embedding name the index in `data_dir` was built with; None where there is no index yet."""
+    path = Path(data_dir) / "news.sqlite3"
+    if not path.is_file():
+        return None
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key='model'").fetchone()
+    except sqlite3.OperationalError:  # created, but not yet set up
+        return None
+    finally:
+        db.close()
+    return json.loads(row[0])["name"] if row else None
+
 
 def _has_article(db: sqlite3.Connection, article_id: str) -> bool:
     return db.execute("SELECT 1 FROM articles WHERE id = ?", (article_id,)).fetchone() is not None

@@ -1,0 +1,215 @@
+"""The embedding backends (torch, torch-bf16, onnx, onnx-int8) on real text: their vectors agree with
+torch's, the ONNX export runs offline and is redone when cut short, and an index never mixes them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SEED, run_newsdesk, shared_data
+
+from bot.config import Config, ConfigError
+from index.chunk import Chunker
+from index.embed import EMBED_BACKENDS, backend_of, embedding_name, load_embedder
+from index.onnx_export import FP32_FILE, INT8_FILE, exported_model
+from index.sources.fetch import Fetcher, FetchLimits
+from index.sources.loader import SourceLoader
+from index.store import StoreError
+
+pytestmark = pytest.mark.slow
+BUNDLED_DIGEST_PREFIX = "53aa51172d142c89"  # of the packaged model.safetensors: names the export's folder
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1)  # both sides are normalised
+
+
+@pytest.fixture(scope="module")
+def torch_embedder():
+    return load_embedder(backend="torch")
+
+
+@pytest.fixture(scope="module")
+def real_chunks(torch_embedder) -> list[str]:
+    """50 chunks of real news: the seed article and the pages among the feed fixtures, chunked as ingest does."""
+    pages = shared_data("feeds_and_html/html")
+    loader = SourceLoader(Fetcher(FetchLimits()))
+    articles = [item for item in loader.run([str(SEED), str(pages)]) if hasattr(item, "text")]
+    chunker = Chunker(torch_embedder.count_tokens, max_tokens=240)
+    texts = [chunk.text for article in articles for chunk in chunker.run(article)]
+    assert len(texts) >= 50, len(texts)
+    return texts[:50]
+
+
+@pytest.fixture(scope="module")
+def offline_cache(tmp_path_factory):
+    """The ONNX files exported (float32, then int8) with every socket refused; the connections tried."""
+    cache = tmp_path_factory.mktemp("onnx-cache")
+    tried = []
+
+    def refuse(*args, **kwargs):
+        tried.append(args[1:] or kwargs)
+        raise OSError("network blocked by the test")
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(socket.socket, "connect", refuse)
+    patch.setattr(socket.socket, "connect_ex", refuse)
+    patch.setattr(socket, "getaddrinfo", refuse)
+    try:
+        embedder = load_embedder(backend="onnx-int8", cache_dir=cache)
+    finally:
+        patch.undo()
+    return cache, embedder, tried
+
+
+def test_the_export_runs_offline_and_is_recorded_with_its_digest(offline_cache):
+    cache, embedder, tried = offline_cache
+    assert tried == []
+    assert embedder.name == "all-MiniLM-L6-v2+onnx-int8"
+    (folder,) = cache.iterdir()
+    assert folder.name == f"model-{BUNDLED_DIGEST_PREFIX}"
+    for name in (FP32_FILE, INT8_FILE):
+        manifest = json.loads((folder / f"{name}.json").read_text())
+        assert manifest["bytes"] == (folder / name).stat().st_size > 1_000_000
+    assert list(folder.glob("*.partial")) == []
+
+
+def test_onnx_vectors_match_torch_on_real_chunks(real_chunks, torch_embedder, offline_cache):
+    reference = torch_embedder.encode(real_chunks)
+    onnx = load_embedder(backend="onnx", cache_dir=offline_cache[0])
+    similarity = cosines(onnx.encode(real_chunks), reference)
+    assert similarity.min() >= 0.999, similarity.min()
+    assert [onnx.count_tokens(text) for text in real_chunks] == [torch_embedder.count_tokens(t) for t in real_chunks]
+
+
+def test_int8_vectors_stay_close_to_torch_on_real_chunks(real_chunks, torch_embedder, offline_cache):
+    similarity = cosines(offline_cache[1].encode(real_chunks), torch_embedder.encode(real_chunks))
+    assert similarity.min() >= 0.98 and similarity.mean() >= 0.99, (similarity.min(), similarity.mean())
+
+
+def test_bfloat16_vectors_match_torch_on_real_chunks(real_chunks, torch_embedder):
+    bf16 = load_embedder(backend="torch-bf16")
+    assert bf16.name == "all-MiniLM-L6-v2+torch-bf16"
+    similarity = cosines(bf16.encode(real_chunks[:20]), torch_embedder.encode(real_chunks[:20]))
+    assert similarity.min() >= 0.99, similarity.min()
+
+
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+def test_onnx_encodes_any_batch_shape_in_input_order(backend, offline_cache, torch_embedder):
+    embedder = load_embedder(backend=backend, cache_dir=offline_cache[0])
+    texts = ["A long sentence about the central bank raising interest rates again this spring. " * 6, "Rain.",
+             "Floods in the valley", "x"]
+    one_by_one = np.stack([embedder.encode([text])[0] for text in texts])
+    together = embedder.encode(texts)
+    if backend == "onnx":
+        np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    else:  # int8 activations are scaled per batch, so a text's neighbours in its batch move it a little
+        assert cosines(together, one_by_one).min() >= 0.97
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-4)
+    assert cosines(together, torch_embedder.encode(texts)).min() >= 0.95
+    assert embedder.encode([]).shape == (0, embedder.dim)
+
+
+def test_an_export_killed_mid_write_is_redone_on_the_next_start(tmp_path):
+    cache = tmp_path / "cache"
+    script = ("import sys; from pathlib import Path; from index.embed import bundled_model_dir, MINILM_SHA256; "
+              "from index.onnx_export import exported_model; "
+              "exported_model(bundled_model_dir(), MINILM_SHA256['model.safetensors'], quantized=False, "
+              "cache_dir=Path(sys.argv[1]))")
+    process = subprocess.Popen([sys.executable, "-c", script, str(cache)], cwd=Path(__file__).parents[1],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    partial = []
+    while time.monotonic() < deadline and process.poll() is None:
+        partial = [p for p in cache.glob("*/*.partial") if p.stat().st_size > 0]
+        if partial:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert partial, "the export finished before it could be killed mid-write"
+    folder = partial[0].parent
+    assert not (folder / f"{FP32_FILE}.json").exists()  # nothing recorded: it is not used
+
+    path = exported_model(Path(load_embedder.__globals__["bundled_model_dir"]()),
+                          load_embedder.__globals__["MINILM_SHA256"]["model.safetensors"], quantized=False,
+                          cache_dir=cache)
+    assert path == folder / FP32_FILE
+    assert json.loads((folder / f"{FP32_FILE}.json").read_text())["bytes"] == path.stat().st_size
+    assert list(folder.glob("*.partial")) == []
+
+
+def test_a_damaged_export_is_redone_not_used(offline_cache, tmp_path, real_chunks, torch_embedder, capfd):
+    cache = tmp_path / "cache"
+    shutil.copytree(offline_cache[0], cache)
+    (damaged,) = cache.glob(f"*/{INT8_FILE}")
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    embedder = load_embedder(backend="onnx-int8", cache_dir=cache)
+    assert "quantizing the ONNX model to int8" in capfd.readouterr().err
+    similarity = cosines(embedder.encode(real_chunks[:10]), torch_embedder.encode(real_chunks[:10]))
+    assert similarity.min() >= 0.98
+
+
+def test_backend_names_keep_torch_indexes_as_they_were():
+    assert embedding_name("all-MiniLM-L6-v2", "torch") == "all-MiniLM-L6-v2"
+    for backend in EMBED_BACKENDS:
+        assert backend_of(embedding_name("all-MiniLM-L6-v2", backend)) == backend
+    assert backend_of("my+model") == "torch"
+
+
+def test_an_unknown_backend_is_a_config_error(tmp_path):
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[index]\nembed_backend = "tensorrt"\n')
+    from bot.config import load_config
+
+    with pytest.raises(ConfigError, match="index.embed_backend"):
+        load_config(config_file)
+
+
+def test_switching_backends_on_an_index_refuses_and_auto_follows_the_index(tmp_path):
+    from bot.service import NewsService, embedder_for, store_for
+
+    config = Config(base_dir=tmp_path)
+    config.index.dir = str(tmp_path / "data")
+    config.index.embed_backend = "torch"
+    service = NewsService(config)
+    assert len(service.ingest([str(SEED)]).added) == 1
+    service.store.close()
+
+    config.index.embed_backend = "onnx"
+    onnx = embedder_for(config)
+    with pytest.raises(StoreError, match='embed_backend = "auto"') as refused:
+        store_for(config, onnx)
+    assert "all-MiniLM-L6-v2+onnx" in str(refused.value) and "\n" not in str(refused.value)
+
+    config.index.embed_backend = "auto"
+    fresh = Config(base_dir=tmp_path / "elsewhere")
+    assert embedder_for(fresh).name == "all-MiniLM-L6-v2+onnx-int8"  # a new index: the fast default
+    followed = embedder_for(config)
+    assert followed.name == "all-MiniLM-L6-v2"
+    store = store_for(config, followed)
+    assert store.counts().articles == 1
+    store.close()
+
+
+def test_the_cli_says_in_one_line_how_to_open_an_index_of_another_backend(tmp_path):
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[index]\ndir = "data"\nembed_backend = "torch"\n')
+    assert run_newsdesk(config_file, "ingest", str(SEED), "-q").returncode == 0
+    config_file.write_text('[index]\ndir = "data"\nembed_backend = "torch-bf16"\n')
+    refused = run_newsdesk(config_file, "stats")
+    assert refused.returncode != 0
+    assert refused.stderr.strip().count("\n") == 0 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("newsdesk: error:") and 'embed_backend = "auto"' in refused.stderr
+    config_file.write_text('[index]\ndir = "data"\n')
+    stats = run_newsdesk(config_file, "stats", "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["model"] == "all-MiniLM-L6-v2"
