@@ -26,8 +26,8 @@ COPY index ./index
 COPY bot ./bot
 COPY config.toml ./config.toml
 COPY deploy ./deploy
-# The ONNX export of the model (the default embedding backend for a new index), made once here so that
-# no container spends its first start on it; read-only at run time.
+# The ONNX export of the model (what embed_backend "auto" gives a new index on most CPUs), made once
+# here so that no container spends its first start on it; read-only at run time.
 RUN pip install --no-deps . \
     && python -c "from index.embed import load_embedder; load_embedder(backend='onnx-int8', cache_dir='$NEWSDESK_MODEL_CACHE')" \
     && sed -i 's|^dir = "newsdesk-data"|dir = "/data"|' config.toml \

@@ -47,15 +47,20 @@ class RecordingEmbedder:
 
 
 def bare_encoder(embedder: Embedder) -> Callable[[list[str]], object]:
-    """The model's own encode, with the arguments the project passes (no wrapper around it)."""
+    """The model's own encode, with the arguments the project passes (no wrapper around it); the ONNX
+    embedders' encode is already the bare model run."""
     model = getattr(embedder, "_model", None)
     if model is None:
         return embedder.encode
+    import torch
+
     batch_size = getattr(embedder, "batch_size", 64)
+    bfloat16 = getattr(embedder, "_bfloat16", False)
 
     def encode(texts: list[str]):
-        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                            show_progress_bar=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+            return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                                show_progress_bar=False)
 
     return encode
 

@@ -23,7 +23,7 @@ from bot.extractive import ExtractiveAnswerer
 from bot.summarize import ArticleSummarizer, DigestWriter, TopicSummarizer
 from index.article import DEFAULT_COLLECTION
 from index.chunk import Chunker
-from index.embed import NEW_INDEX_BACKEND, Embedder, backend_of, load_embedder
+from index.embed import Embedder, backend_of, load_embedder, new_index_backend
 from index.ingest import Ingestor, IngestReport
 from index.retrieve import Hit, RetrievalMode, Retriever
 from index.sources.common import one_line
@@ -42,7 +42,7 @@ def embedder_for(config: Config, *, follow: Sequence[str] | None = None) -> Embe
     """The embedding model as [index] sets it. With embed_backend "auto", it follows the backend an
     existing index was built with (the stores named in `follow`, first found; default the configured
     one), so a data folder moved to another machine, or workers sharing a database, still agree; a
-    new index gets NEW_INDEX_BACKEND, the fastest that keeps quality."""
+    new index gets the fastest backend on this CPU that keeps quality (`new_index_backend`)."""
     idx = config.index
     chosen = idx.embed_backend
     if chosen == "auto":
@@ -50,7 +50,7 @@ def embedder_for(config: Config, *, follow: Sequence[str] | None = None) -> Embe
         for backend in (config.store.backend,) if follow is None else follow:
             recorded = recorded or recorded_model_name(dataclasses.replace(config.store, backend=backend),
                                                        data_dir=config.data_dir)
-        chosen = backend_of(recorded) if recorded else NEW_INDEX_BACKEND
+        chosen = backend_of(recorded) if recorded else new_index_backend()
     return load_embedder(idx.model, backend=chosen, batch_size=idx.batch_size, cache_dir=config.model_cache_dir)
 
 

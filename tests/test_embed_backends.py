@@ -18,7 +18,7 @@ from conftest import SEED, run_newsdesk, shared_data
 
 from bot.config import Config, ConfigError
 from index.chunk import Chunker
-from index.embed import EMBED_BACKENDS, backend_of, embedding_name, load_embedder
+from index.embed import EMBED_BACKENDS, backend_of, embedding_name, load_embedder, new_index_backend
 from index.onnx_export import FP32_FILE, INT8_FILE, exported_model
 from index.sources.fetch import Fetcher, FetchLimits
 from index.sources.loader import SourceLoader
@@ -165,6 +165,12 @@ def test_backend_names_keep_torch_indexes_as_they_were():
     assert backend_of("my+model") == "torch"
 
 
+def test_auto_gives_a_new_index_bfloat16_only_where_the_cpu_has_amx():
+    assert new_index_backend(frozenset({"avx2", "amx_bf16", "amx_tile"})) == "torch-bf16"
+    assert new_index_backend(frozenset({"avx2", "avx512_vnni", "avx512_bf16"})) == "onnx-int8"
+    assert new_index_backend(frozenset()) == "onnx-int8"
+
+
 def test_an_unknown_backend_is_a_config_error(tmp_path):
     config_file = tmp_path / "config.toml"
     config_file.write_text('[index]\nembed_backend = "tensorrt"\n')
@@ -192,7 +198,7 @@ def test_switching_backends_on_an_index_refuses_and_auto_follows_the_index(tmp_p
 
     config.index.embed_backend = "auto"
     fresh = Config(base_dir=tmp_path / "elsewhere")
-    assert embedder_for(fresh).name == "all-MiniLM-L6-v2+onnx-int8"  # a new index: the fast default
+    assert embedder_for(fresh).name == embedding_name("all-MiniLM-L6-v2", new_index_backend())  # a new index
     followed = embedder_for(config)
     assert followed.name == "all-MiniLM-L6-v2"
     store = store_for(config, followed)

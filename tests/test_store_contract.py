@@ -181,6 +181,24 @@ def test_an_outlet_that_also_reported_a_story_finds_it(new_store, fake_embedder)
     assert set(chunk_articles(store, found)) == {original.id}
 
 
+def test_lexical_search_under_a_filter_keeps_the_best_allowed_chunks(new_store, fake_embedder):
+    """The filtered ranking is the unfiltered one with the others left out, however far down the
+    allowed chunks rank: here the few allowed stories say "harbour" once in a long text."""
+    store = new_store(fake_embedder)
+    stories = [article(f"Harbour report {i}", f"The harbour at berth {i} is full of harbour boats. " * 4)
+               for i in range(40)]
+    stories += [article(f"Market note {i}", f"Traders met at the harbour. {'Prices moved on the market floor. ' * 12}",
+                        collection="guild:9") for i in range(3)]
+    make_ingestor(store, fake_embedder).run(stories)
+    everything = store.lexical_search(["harbour"], 1000, SearchFilters())
+    allowed = {chunk_id for chunk_id, article_id in zip([c for c, _ in everything], chunk_articles(store, everything))
+               if article_id in {s.id for s in stories[40:]}}
+    assert allowed and not {c for c, _ in everything[:10]} & allowed  # they rank low unfiltered
+    for filters in (SearchFilters(collections=("guild:9",)), SearchFilters(collections=("guild:9",), outlets=("Test Wire",))):
+        found = store.lexical_search(["harbour"], 2, filters)
+        assert found == [hit for hit in everything if hit[0] in allowed][:2], filters
+
+
 def test_dense_search_scores_exactly_the_allowed_chunks(new_store, fake_embedder):
     store = new_store(fake_embedder)
     stories = [article(f"Story {i}", f"Report number {i} on harbour {i % 7} and market {i % 5}. " * 6,

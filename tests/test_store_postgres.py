@@ -23,14 +23,14 @@ from http_fixture import LocalHTTPServer
 
 from bot.config import Config
 from bot.service import NewsService
-from index.embed import NEW_INDEX_BACKEND, embedding_name
+from index.embed import embedding_name, new_index_backend
 from index.store import SchemaError, StoreError, StoreSettings, database_url
 from index.store.postgres import PostgresStore
 from index.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION, recorded_model_name, upgrade, upgrade_database
 
 QUESTION = "Why did NATO suspend its training activities in Iraq?"
 PASSWORD = "pw-7f3Kq9-never-shown"
-MODEL, DIM = embedding_name("all-MiniLM-L6-v2", NEW_INDEX_BACKEND), 384  # what a new store of the real model records
+MODEL, DIM = embedding_name("all-MiniLM-L6-v2", new_index_backend()), 384  # what a new store of the real model records
 
 
 def pg_config(folder: Path, **store: str | float) -> Path:

@@ -90,7 +90,8 @@ def test_past_the_exact_limit_the_index_becomes_hnsw(tmp_path, fake_embedder):
 def test_broad_and_narrow_filters_both_search_only_what_they_allow(tmp_path, fake_embedder, monkeypatch,
                                                                     exact_filter_limit):
     """A filter letting more than EXACT_FILTER_LIMIT chunks through is applied after a wider vector
-    search, a narrower one before it; either way nothing outside the filter comes back."""
+    search, a narrower one before it; either way nothing outside the filter comes back, and BM25's
+    best allowed chunks are the same."""
     monkeypatch.setattr(sqlite_backend, "EXACT_FILTER_LIMIT", exact_filter_limit)
     store = SQLiteStore(tmp_path / "d", model_name=fake_embedder.name, dim=fake_embedder.dim)
     stories = [article(f"Story {i}", f"Report number {i} on harbour {i % 7} and market {i % 5}. " * 6,
@@ -103,3 +104,7 @@ def test_broad_and_narrow_filters_both_search_only_what_they_allow(tmp_path, fak
     assert len(found) == 10 and {rows[c][1].id for c, _ in found} <= shared
     scores = [score for _, score in found]
     assert scores == sorted(scores, reverse=True) and np.isfinite(scores).all()
+    everything = store.lexical_search(["harbour", "market"], 1000, SearchFilters())
+    rows = store.chunks_with_articles([chunk_id for chunk_id, _ in everything])
+    best_shared = [hit for hit in everything if rows[hit[0]][1].id in shared][:10]
+    assert store.lexical_search(["harbour", "market"], 10, SearchFilters(collections=("shared",))) == best_shared
