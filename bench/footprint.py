@@ -10,6 +10,7 @@ questions, which is also the resident size of a bot serving this corpus. Disk is
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 import random
@@ -19,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import MB, Progress, dir_bytes, run_in_process
+from index.embed import backend_of
 
 PER = 100_000
 
@@ -126,7 +128,11 @@ def run(config, store_dir: Path, *, model_name: str, dim: int, with_model: bool 
     with tempfile.TemporaryDirectory(prefix="newsdesk-bench-footprint-") as folder:
         empty_dir = Path(folder) / "empty"
         config_pickle = Path(folder) / "config.pickle"
-        config_pickle.write_bytes(pickle.dumps(config))
+        # The empty store and the full one with the same embedding backend: "auto" would give the empty
+        # one a new index's backend, whose memory differs.
+        pinned = copy.deepcopy(config)
+        pinned.index.embed_backend = backend_of(model_name)
+        config_pickle.write_bytes(pickle.dumps(pinned))
         kinds = ["store"] + (["service"] if with_model else [])
         for kind in kinds:
             progress(f"footprint: {kind} probes (empty store, then the bench store) in fresh processes")

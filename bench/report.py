@@ -495,17 +495,18 @@ def _embed_backends(r: dict) -> list[str]:
         "questions asked over a slice of each corpus indexed with the backend. Cosine to torch's vectors on "
         f"{first['cosine_to_torch']['texts']} texts.",
         "",
-        "| backend | ingest chunks/s | × torch ingest | ingest / fastest bare | question p50 / p95 | during an ingest "
-        "p50 / p95 | load | RSS loaded | cosine to torch min / mean | cites own article |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| backend | ingest chunks/s | bare model chunks/s | × torch ingest | ingest / fastest bare | question p50 / p95 "
+        "| during an ingest p50 / p95 | load | RSS loaded | cosine to torch min / mean | cites own article |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for backend, f in rows.items():
         quiet, busy, cos = f["question_embed_quiet"], f["question_embed_during_ingest"], f["cosine_to_torch"]
         lines.append(
-            f"| {backend} | {_fmt(f['ingest_chunks_per_s'])} | {f['ingest_over_torch_ingest']:.2f} | "
+            f"| {backend} | {_fmt(f['ingest_chunks_per_s'])} | {_fmt(f['bare_chunks_per_s'])} | "
+            f"{f['ingest_over_torch_ingest']:.2f} | "
             f"{f['ingest_over_fastest_bare']:.2f} | {_fmt(quiet['p50_ms'])} / {_fmt(quiet['p95_ms'])} ms | "
             f"{_fmt(busy['p50_ms'])} / {_fmt(busy['p95_ms'])} ms | {_fmt(f['load_seconds'])} s | "
-            f"{_fmt(f['rss_loaded_mb'])} MB | {cos['min']:.4f} / {cos['mean']:.4f} | "
+            f"{_fmt(f['rss_loaded_mb'])} MB | {cos['min']:.5f} / {cos['mean']:.5f} | "
             f"{f['quality']['cites_own_article']:.3f} |")
     return lines + [""]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -52,6 +53,9 @@ class Bench:
                  embedder=None, params: dict | None = None, progress: bool = True, plot: bool = True) -> None:
         self.config = config
         self.data_dir, self.results_dir = Path(data_dir), Path(results_dir)
+        # Every store and process of the bench reads the ONNX export from the user's data folder, rather
+        # than making one in each of its own folders.
+        os.environ.setdefault("NEWSDESK_MODEL_CACHE", str(config.model_cache_dir))
         self.corpus = [Path(p) for p in (corpus or default_corpus(config))]
         self._embedder = embedder
         self._service = None

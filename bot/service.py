@@ -48,9 +48,13 @@ def embedder_for(config: Config, *, follow: Sequence[str] | None = None) -> Embe
     if chosen == "auto":
         recorded = None
         for backend in (config.store.backend,) if follow is None else follow:
-            recorded = recorded or recorded_model_name(dataclasses.replace(config.store, backend=backend),
-                                                       data_dir=config.data_dir)
+            recorded = recorded_model_name(dataclasses.replace(config.store, backend=backend), data_dir=config.data_dir)
+            if recorded:
+                break
         chosen = backend_of(recorded) if recorded else new_index_backend()
+        if chosen == "torch-bf16" and new_index_backend() != "torch-bf16":
+            log.warning("this index was built with torch-bf16, which is slow on a CPU without AMX: "
+                        "build it anew here for a faster backend (README, \"Embedding backends\")")
     return load_embedder(idx.model, backend=chosen, batch_size=idx.batch_size, cache_dir=config.model_cache_dir)
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# Part of the cache folder's name: a change to how the graph is exported or quantized gets new files.
+EXPORT_FORMAT = 1
 FP32_FILE = "model.onnx"
 INT8_FILE = "model-int8.onnx"
 OPSET = 18
@@ -42,12 +44,18 @@ def exported_model(model_dir: Path, source_digest: str, *, quantized: bool, cach
     """The checked ONNX file for the model in `model_dir` (int8 when `quantized`), exported if need be.
 
     `source_digest` names the weights it comes from, so a changed model never meets an old export."""
-    folder = cache_dir / f"{model_dir.name}-{source_digest[:16]}"
+    folder = cache_dir / f"{model_dir.name}-{source_digest[:16]}-v{EXPORT_FORMAT}"
     wanted = folder / (INT8_FILE if quantized else FP32_FILE)
     if _is_complete(wanted):  # a finished export never changes: no lock needed (nor a writable folder)
         return wanted
-    folder.mkdir(parents=True, exist_ok=True)
-    with _exclusive(folder / ".lock"):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = (folder / ".lock").open("a")
+    except OSError as exc:
+        raise ExportError(f"the ONNX export is missing or damaged in {folder}, and it cannot be made there "
+                          f"({exc.strerror}): set NEWSDESK_MODEL_CACHE to a writable folder") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one exporter at a time; released when the file closes
         for debris in folder.glob("*.partial"):  # left by an export that was killed; none runs now
             debris.unlink(missing_ok=True)
         fp32 = folder / FP32_FILE
@@ -80,7 +88,7 @@ def _commit(path: Path, write, *, what: str) -> None:
         write(Path(partial))
         with open(partial, "rb") as written:
             os.fsync(written.fileno())
-        os.chmod(partial, 0o644)
+        os.chmod(partial, 0o644)  # as the manifest
         os.replace(partial, path)
     except Exception as exc:
         raise ExportError(f"{what} failed: {exc}") from exc
@@ -88,21 +96,12 @@ def _commit(path: Path, write, *, what: str) -> None:
         Path(partial).unlink(missing_ok=True)
     record = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
     handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".partial")
+    os.fchmod(handle, 0o644)  # readable by the other users a shared cache serves (the Docker image's)
     with os.fdopen(handle, "w") as out:
         json.dump(record, out)
         out.flush()
         os.fsync(out.fileno())
     os.replace(partial, _manifest(path))
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path):
-    with lock_path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _export(model_dir: Path, target: Path) -> None:

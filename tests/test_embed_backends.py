@@ -18,8 +18,10 @@ from conftest import SEED, run_newsdesk, shared_data
 
 from bot.config import Config, ConfigError
 from index.chunk import Chunker
-from index.embed import EMBED_BACKENDS, backend_of, embedding_name, load_embedder, new_index_backend
-from index.onnx_export import FP32_FILE, INT8_FILE, exported_model
+from index.embed import (
+    EMBED_BACKENDS, MINILM_SHA256, backend_of, bundled_model_dir, embedding_name, load_embedder, new_index_backend,
+)
+from index.onnx_export import EXPORT_FORMAT, FP32_FILE, INT8_FILE, ExportError, exported_model
 from index.sources.fetch import Fetcher, FetchLimits
 from index.sources.loader import SourceLoader
 from index.store import StoreError
@@ -75,10 +77,13 @@ def test_the_export_runs_offline_and_is_recorded_with_its_digest(offline_cache):
     assert tried == []
     assert embedder.name == "all-MiniLM-L6-v2+onnx-int8"
     (folder,) = cache.iterdir()
-    assert folder.name == f"model-{BUNDLED_DIGEST_PREFIX}"
+    assert folder.name == f"model-{BUNDLED_DIGEST_PREFIX}-v{EXPORT_FORMAT}"
     for name in (FP32_FILE, INT8_FILE):
         manifest = json.loads((folder / f"{name}.json").read_text())
         assert manifest["bytes"] == (folder / name).stat().st_size > 1_000_000
+        # Readable by other users: the Docker image exports as root and runs as another user.
+        for path in (folder / name, folder / f"{name}.json"):
+            assert path.stat().st_mode & 0o777 == 0o644, path
     assert list(folder.glob("*.partial")) == []
 
 
@@ -129,7 +134,7 @@ def test_an_export_killed_mid_write_is_redone_on_the_next_start(tmp_path):
     deadline = time.monotonic() + 120
     partial = []
     while time.monotonic() < deadline and process.poll() is None:
-        partial = [p for p in cache.glob("*/*.partial") if p.stat().st_size > 0]
+        partial = [p for p in cache.glob(f"*/{FP32_FILE}.*.partial") if p.exists() and p.stat().st_size > 0]
         if partial:
             break
         time.sleep(0.01)
@@ -139,9 +144,7 @@ def test_an_export_killed_mid_write_is_redone_on_the_next_start(tmp_path):
     folder = partial[0].parent
     assert not (folder / f"{FP32_FILE}.json").exists()  # nothing recorded: it is not used
 
-    path = exported_model(Path(load_embedder.__globals__["bundled_model_dir"]()),
-                          load_embedder.__globals__["MINILM_SHA256"]["model.safetensors"], quantized=False,
-                          cache_dir=cache)
+    path = exported_model(bundled_model_dir(), MINILM_SHA256["model.safetensors"], quantized=False, cache_dir=cache)
     assert path == folder / FP32_FILE
     assert json.loads((folder / f"{FP32_FILE}.json").read_text())["bytes"] == path.stat().st_size
     assert list(folder.glob("*.partial")) == []
@@ -156,6 +159,14 @@ def test_a_damaged_export_is_redone_not_used(offline_cache, tmp_path, real_chunk
     assert "quantizing the ONNX model to int8" in capfd.readouterr().err
     similarity = cosines(embedder.encode(real_chunks[:10]), torch_embedder.encode(real_chunks[:10]))
     assert similarity.min() >= 0.98
+
+
+def test_a_cache_where_the_export_cannot_be_made_is_one_clear_error(tmp_path):
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("a file where the cache folder should be")
+    with pytest.raises(ExportError, match="NEWSDESK_MODEL_CACHE") as refused:
+        load_embedder(backend="onnx", cache_dir=not_a_folder)
+    assert "\n" not in str(refused.value)
 
 
 def test_backend_names_keep_torch_indexes_as_they_were():
@@ -192,7 +203,7 @@ def test_switching_backends_on_an_index_refuses_and_auto_follows_the_index(tmp_p
 
     config.index.embed_backend = "onnx"
     onnx = embedder_for(config)
-    with pytest.raises(StoreError, match='embed_backend = "auto"') as refused:
+    with pytest.raises(StoreError, match='embed_backend = "auto" follows it') as refused:
         store_for(config, onnx)
     assert "all-MiniLM-L6-v2+onnx" in str(refused.value) and "\n" not in str(refused.value)
 

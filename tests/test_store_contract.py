@@ -6,6 +6,7 @@ PostgreSQL with pgvector. Nothing here reads a backend's tables or private metho
 
 from __future__ import annotations
 
+import random
 from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
@@ -181,19 +182,31 @@ def test_an_outlet_that_also_reported_a_story_finds_it(new_store, fake_embedder)
     assert set(chunk_articles(store, found)) == {original.id}
 
 
+FILLER = ("council budget river school energy market election court strike bank coal wheat rail hospital storm "
+          "tariff oil mine port shares profit vote minister police fire bridge farm export trade union").split()
+
+
+def _distinct_text(seed: int, words: int) -> str:
+    """Sentences of words drawn by `seed`, so that no two stories are folded as copies of each other."""
+    rng = random.Random(seed)
+    return " ".join(" ".join(rng.choice(FILLER) for _ in range(8)).capitalize() + "." for _ in range(words // 8))
+
+
 def test_lexical_search_under_a_filter_keeps_the_best_allowed_chunks(new_store, fake_embedder):
     """The filtered ranking is the unfiltered one with the others left out, however far down the
-    allowed chunks rank: here the few allowed stories say "harbour" once in a long text."""
+    allowed chunks rank: here half the stories are allowed, and each says "harbour" once in a long text."""
     store = new_store(fake_embedder)
-    stories = [article(f"Harbour report {i}", f"The harbour at berth {i} is full of harbour boats. " * 4)
-               for i in range(40)]
-    stories += [article(f"Market note {i}", f"Traders met at the harbour. {'Prices moved on the market floor. ' * 12}",
-                        collection="guild:9") for i in range(3)]
+    stories = [article(f"Harbour report {i}", f"The harbour is full of harbour boats. {_distinct_text(i, 24)}")
+               for i in range(30)]
+    stories += [article(f"Market note {i}", f"Traders met at the harbour. {_distinct_text(100 + i, 120)}",
+                        collection="guild:9") for i in range(30)]
     make_ingestor(store, fake_embedder).run(stories)
+    assert store.counts().articles == 60
     everything = store.lexical_search(["harbour"], 1000, SearchFilters())
+    notes = {s.id for s in stories[30:]}
     allowed = {chunk_id for chunk_id, article_id in zip([c for c, _ in everything], chunk_articles(store, everything))
-               if article_id in {s.id for s in stories[40:]}}
-    assert allowed and not {c for c, _ in everything[:10]} & allowed  # they rank low unfiltered
+               if article_id in notes}
+    assert allowed and not {c for c, _ in everything[:30]} & allowed  # they rank low unfiltered
     for filters in (SearchFilters(collections=("guild:9",)), SearchFilters(collections=("guild:9",), outlets=("Test Wire",))):
         found = store.lexical_search(["harbour"], 2, filters)
         assert found == [hit for hit in everything if hit[0] in allowed][:2], filters

@@ -141,7 +141,7 @@ def test_a_database_without_pgvector_or_with_another_schema_says_what_to_run(pos
     assert upgrade_database(postgres_url, StoreSettings(), model_name=MODEL, dim=DIM) == (0, SCHEMA_VERSION)
     assert recorded_model_name(postgres_url, StoreSettings()) == MODEL  # what "auto" follows
     opened().close()
-    with pytest.raises(StoreError, match='vectors of .*, not all-MiniLM-L6-v2 \\(384\\): set \\[index\\] embed_backend = "auto"'):
+    with pytest.raises(StoreError, match='vectors of .*, not all-MiniLM-L6-v2 \\(384\\): use the embedding it was built with'):
         PostgresStore(postgres_url, model_name="all-MiniLM-L6-v2", dim=DIM)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("UPDATE newsdesk_meta SET value = '0' WHERE key = 'schema_version'")

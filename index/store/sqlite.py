@@ -450,8 +450,10 @@ class SQLiteStore:
             allowed = self._allowed_chunk_ids(filters, reuse=not filters.moves_with_the_clock)
             if allowed is not None and len(allowed) == 0:
                 return []
-            # As many as the filter should need to keep k, if it keeps its share of the matches.
-            fetch = k * 4 if allowed is None else max(k * 4, 2 * k * self._vector_index().ntotal // len(allowed))
+            # As many as the filter should need to keep k if it keeps its share of the matches (a broad
+            # filter, not listed, lets more than EXACT_FILTER_LIMIT through).
+            share = EXACT_FILTER_LIMIT if allowed is None else len(allowed)
+            fetch = max(k * 4, 2 * k * self._vector_index().ntotal // share)
             while True:
                 found = self._bm25(match, fetch)
                 ids = [chunk_id for chunk_id, _ in found]
@@ -470,7 +472,7 @@ class SQLiteStore:
     def _bm25(self, match: str, limit: int) -> list[ScoredChunk]:
         return self._db.execute(
             "SELECT rowid, -bm25(chunks_fts, 0.5, 1.0) FROM chunks_fts WHERE chunks_fts MATCH ? "
-            "ORDER BY bm25(chunks_fts, 0.5, 1.0) LIMIT ?", (match, limit),
+            "ORDER BY bm25(chunks_fts, 0.5, 1.0), rowid LIMIT ?", (match, limit),
         ).fetchall()
 
     # -- reads ---------------------------------------------------------------------------------
@@ -689,8 +691,10 @@ def recorded_model_name(data_dir: str | os.PathLike) -> str | None:
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     try:
         row = db.execute("SELECT value FROM meta WHERE key='model'").fetchone()
-    except sqlite3.OperationalError:  # created, but not yet set up
-        return None
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # created, but not yet set up
+            return None
+        raise StoreError(f"can't read the index in {data_dir}: {exc}") from None
     finally:
         db.close()
     return json.loads(row[0])["name"] if row else None

@@ -33,9 +33,9 @@ BACKENDS = ("sqlite", "postgres")
 def other_embedding(where: str, recorded: str, wanted: str) -> StoreError:
     """The error for a store whose vectors came from another model or embedding backend: mixing
     them would rank nonsense, so it is refused, saying how to go on."""
-    return StoreError(f"{where} holds vectors of {recorded}, not {wanted}: set [index] embed_backend = \"auto\" "
-                      "(and [index] model as it was) to use it, or give [index] dir (or the database) a new place "
-                      "and ingest again")
+    return StoreError(f"{where} holds vectors of {recorded}, not {wanted}: use the embedding it was built with "
+                      "([index] embed_backend = \"auto\" follows it; [index] model as it was), or give [index] dir "
+                      "(or the database) a new place and ingest again")
 
 
 @dataclass
