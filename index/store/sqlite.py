@@ -311,7 +311,7 @@ class SQLiteStore:
         ids, vectors = self._all_vectors(db)
         index = self._empty_index(len(ids))
         if len(ids):
-            index.add_with_ids(vectors, ids)
+            _add_vectors(index, vectors, ids)
         return index
 
     def _empty_index(self, size: int) -> faiss.Index:
@@ -683,6 +683,13 @@ class SQLiteStore:
 # Lookups that run on the reader's connection (before a batch is written) and on the writer's
 # (inside its transaction, where its own uncommitted articles count).
 
+def _add_vectors(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> None:
+    # With every core: OpenMP keeps a thread's setting, and a thread that answered a question was left
+    # at search_threads (the bench built its million-chunk graph on one core after its searches).
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    index.add_with_ids(vectors, ids)
+
+
 def recorded_model_name(data_dir: str | os.PathLike) -> str | None:
     """The embedding name the index in `data_dir` was built with; None where there is no index yet."""
     path = Path(data_dir) / "news.sqlite3"
@@ -883,7 +890,7 @@ class SQLiteWriter:
             index = faiss.clone_index(current)
             store._tune(index)
             ids = np.array([chunk_id for chunk_id, _ in self._pending], dtype=np.int64)
-            index.add_with_ids(np.stack([vector for _, vector in self._pending]), ids)
+            _add_vectors(index, np.stack([vector for _, vector in self._pending]), ids)
         path = store._faiss_path(generation)
         tmp = path.with_suffix(".faiss.tmp")
         faiss.write_index(index, str(tmp))
