@@ -130,9 +130,9 @@ def _filter_sql(filters: SearchFilters, *, per_row: bool = False) -> tuple[str, 
     """A WHERE clause over `articles a` for the filters.
 
     The collection and outlet conditions are `IN (subquery)` by default, which lets a narrow filter
-    drive the query from its few articles. With `per_row`, for a query over `chunks c` driven by a few given chunks,
-    they are `EXISTS` per article instead: SQLite would otherwise walk the whole list the subquery
-    makes for each (1.6 s for 200 chunks under a 60,000-article collection, bench)."""
+    drive the query from its few articles. With `per_row`, for a query over `chunks c` driven by a
+    few given chunks, they are `EXISTS` per article instead: SQLite would otherwise walk the whole
+    list the subquery makes for each (1.6 s for 200 chunks under a 60,000-article collection, bench)."""
     clauses, params = ["1"], []
     if filters.since:
         clauses.append("a.sort_time >= ?")
