@@ -93,7 +93,7 @@ def _probe(spec: dict) -> dict:
 
     worker = threading.Thread(target=ingest_in_background, daemon=True)
     worker.start()
-    time.sleep(2.0)  # past the warm-up of the background ingest, into its embedding
+    # From its start: the background run's warm-up is an ingest of ten articles, too.
     during_ingest = _question_latency(embedder, questions, until=busy)
     worker.join()
 

@@ -214,7 +214,8 @@ def test_embed_backends_measures_each_backend_on_the_same_texts(config, corpus, 
     assert rows["torch"]["cosine_to_torch"]["min"] == pytest.approx(1.0, abs=1e-4)
     assert 0.95 <= rows["onnx-int8"]["cosine_to_torch"]["min"] <= rows["onnx-int8"]["cosine_to_torch"]["mean"] <= 1
     for figures in rows.values():
-        assert figures["question_embed_quiet"]["n"] >= 5 and figures["question_embed_during_ingest"]["n"] >= 1
+        # Questions kept coming while the background ingest ran (it reads, chunks and embeds 20 articles).
+        assert figures["question_embed_quiet"]["n"] >= 5 and figures["question_embed_during_ingest"]["n"] >= 5
         assert figures["ingest_chunks_per_s"] > 0 and figures["bare_chunks_per_s"] > 0 and figures["load_seconds"] > 0
         assert figures["rss_loaded_mb"] > figures["rss_before_mb"] > 0
         assert figures["quality"]["questions"] == 8 and 0 <= figures["quality"]["cites_own_article"] <= 1
