@@ -122,6 +122,9 @@ def _export(model_dir: Path, target: Path) -> None:
             pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, dim=1)
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the progress line above says what is happening
     encoder = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
     # Three distinct tensors: the exporter would take one tensor passed twice for one input.
     input_ids = torch.ones((2, 16), dtype=torch.long)
