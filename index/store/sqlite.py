@@ -15,12 +15,13 @@ the typed values of index.store.types: rowids, SQL and FAISS objects stay inside
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -390,14 +391,8 @@ class SQLiteStore:
         search gets no wider than WIDEST_GRAPH_SEARCH (its cost grows with the width): a filter that
         lets EXACT_FILTER_LIMIT chunks or more through fills k from that many neighbours."""
         widest = index.ntotal if not self._is_approximate(index) else min(index.ntotal, WIDEST_GRAPH_SEARCH)
-        fetch = k * 4
-        while True:
-            found = self._faiss_search(index, query, min(fetch, widest))
-            passing = self._passing(filters, [chunk_id for chunk_id, _ in found])
-            kept = [(chunk_id, score) for chunk_id, score in found if chunk_id in passing]
-            if len(kept) >= k or fetch >= widest:
-                return kept[:k]
-            fetch *= 4
+        return _best_passing(lambda fetch: self._faiss_search(index, query, min(fetch, widest)),
+                             functools.partial(self._passing, filters), k, fetch=k * 4, deepest=widest)
 
     def _passing(self, filters: SearchFilters, chunk_ids: list[int]) -> set[int]:
         where, params = _filter_sql(filters, per_row=True)
@@ -457,17 +452,12 @@ class SQLiteStore:
             # filter, not listed, lets more than EXACT_FILTER_LIMIT through).
             share = EXACT_FILTER_LIMIT if allowed is None else len(allowed)
             fetch = max(k * 4, 2 * k * self._vector_index().ntotal // share)
-            while True:
-                found = self._bm25(match, fetch)
-                ids = [chunk_id for chunk_id, _ in found]
-                if allowed is None:
-                    passing = self._passing(filters, ids)
-                else:
-                    passing = set(np.asarray(ids, dtype=np.int64)[np.isin(ids, allowed)].tolist())
-                kept = [hit for hit in found if hit[0] in passing]
-                if len(kept) >= k or len(found) < fetch:
-                    return kept[:k]
-                fetch *= 4
+            if allowed is None:
+                passes = functools.partial(self._passing, filters)
+            else:
+                def passes(ids: list[int]) -> set[int]:
+                    return set(np.asarray(ids, dtype=np.int64)[np.isin(ids, allowed)].tolist())
+            return _best_passing(functools.partial(self._bm25, match), passes, k, fetch=fetch)
         except sqlite3.OperationalError as exc:
             log.debug("FTS query for %r failed: %s", terms, exc)
             return []
@@ -685,6 +675,19 @@ class SQLiteStore:
 
 # Lookups that run on the reader's connection (before a batch is written) and on the writer's
 # (inside its transaction, where its own uncommitted articles count).
+
+def _best_passing(ranked: Callable[[int], list[ScoredChunk]], passes: Callable[[list[int]], set[int]],
+                  k: int, *, fetch: int, deepest: int | None = None) -> list[ScoredChunk]:
+    """The best `k` of a ranking that pass a filter: rank `fetch` deep, keep what passes, and rank four
+    times deeper until k pass, the ranking runs out, or `fetch` reaches `deepest`."""
+    while True:
+        found = ranked(fetch)
+        passing = passes([chunk_id for chunk_id, _ in found])
+        kept = [hit for hit in found if hit[0] in passing]
+        if len(kept) >= k or len(found) < fetch or (deepest is not None and fetch >= deepest):
+            return kept[:k]
+        fetch *= 4
+
 
 def _add_vectors(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> None:
     # With every core: OpenMP keeps a thread's setting, and a thread that answered a question was left
