@@ -270,15 +270,21 @@ def sample_questions(store, n: int, *, seed: int = 5, skip: int = 0) -> list[tup
     return out
 
 
-def run_in_process(module: str, spec: dict, *, what: str, timeout: float = 1800) -> dict:
+def run_in_process(module: str, spec: dict, *, what: str, timeout: float = 1800,
+                   env: dict[str, str | None] | None = None) -> dict:
     """`python -m module SPEC` in a fresh process (memory and load times of its own); its last line of
-    standard output, a JSON object."""
-    env = dict(os.environ)
+    standard output, a JSON object. `env` sets variables for it (None: unset)."""
+    environ = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    result = subprocess.run([sys.executable, "-m", module, json.dumps(spec)], capture_output=True, text=True, env=env,
-                            timeout=timeout)
+    environ["PYTHONPATH"] = root + (os.pathsep + environ["PYTHONPATH"] if environ.get("PYTHONPATH") else "")
+    environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for key, value in (env or {}).items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    result = subprocess.run([sys.executable, "-m", module, json.dumps(spec)], capture_output=True, text=True,
+                            env=environ, timeout=timeout)
     if result.returncode != 0:
         tail = result.stderr.strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"{what} failed: {tail[0]}")

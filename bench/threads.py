@@ -13,13 +13,11 @@ starts itself (bounded in time, stopped after the probe).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from bench.common import Progress, latency_summary
+from bench.common import Progress, latency_summary, run_in_process
 
 SETTINGS = (("default", {}), ("OMP_WAIT_POLICY=PASSIVE", {"OMP_WAIT_POLICY": "PASSIVE"}),
             ("1 thread", {"OMP_NUM_THREADS": "1"}))
@@ -53,22 +51,6 @@ def _probe(spec: dict) -> dict:
     return {"query": latency_summary(times), "passages_per_s": round(spec["texts"] / seconds, 2)}
 
 
-def _run_probe(spec: dict, env_extra: dict) -> dict:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    for key in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS"):
-        env.pop(key, None)
-    env.update(env_extra)
-    result = subprocess.run([sys.executable, "-m", "bench.threads", json.dumps(spec)], capture_output=True,
-                            text=True, env=env, timeout=900)
-    if result.returncode != 0:
-        tail = result.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"thread probe failed: {tail[0]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def run(config, *, workload: str = "model", queries: int = 30, texts: int = 128, busy_seconds: float = 600.0,
         progress: Progress | None = None) -> dict:
     progress = progress or Progress(False)
@@ -84,7 +66,9 @@ def run(config, *, workload: str = "model", queries: int = 30, texts: int = 128,
                                         f"import time\nend = time.monotonic() + {busy_seconds}\n"
                                         "while time.monotonic() < end: pass"])
             try:
-                figures = _run_probe(spec, env)
+                # Only the setting's OpenMP variables: none inherited from the shell that runs the bench.
+                figures = run_in_process("bench.threads", spec, what="thread probe", timeout=900,
+                                         env={"OMP_WAIT_POLICY": None, "OMP_NUM_THREADS": None, **env})
             finally:
                 if hog is not None:
                     hog.kill()
