@@ -79,29 +79,29 @@ def _is_complete(path: Path) -> bool:
 
 
 def _commit(path: Path, write, *, what: str) -> None:
-    """Writes `path` through `write(partial_path)`, then renames it into place and records its digest last."""
+    """Writes `path` through `write(partial_path)`, then records its digest: the manifest comes last."""
     print(f"newsdesk: {what} (once; kept in {path.parent})…", file=sys.stderr, flush=True)
     _manifest(path).unlink(missing_ok=True)
+    try:
+        _replace(path, write)
+    except Exception as exc:
+        raise ExportError(f"{what} failed: {exc}") from exc
+    record = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+    _replace(_manifest(path), lambda partial: partial.write_text(json.dumps(record)))
+
+
+def _replace(path: Path, write) -> None:
+    """`write(partial_path)`, then the file synced and renamed to `path`: never a half-written `path`."""
     handle, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".partial")
     os.close(handle)
     try:
         write(Path(partial))
         with open(partial, "rb") as written:
             os.fsync(written.fileno())
-        os.chmod(partial, 0o644)  # as the manifest
+        os.chmod(partial, 0o644)  # readable by the other users a shared cache serves (the Docker image's)
         os.replace(partial, path)
-    except Exception as exc:
-        raise ExportError(f"{what} failed: {exc}") from exc
     finally:
         Path(partial).unlink(missing_ok=True)
-    record = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
-    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-    os.fchmod(handle, 0o644)  # readable by the other users a shared cache serves (the Docker image's)
-    with os.fdopen(handle, "w") as out:
-        json.dump(record, out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(partial, _manifest(path))
 
 
 def _export(model_dir: Path, target: Path) -> None:
