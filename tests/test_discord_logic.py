@@ -12,7 +12,7 @@ import pytest
 from fakes import FakeClock
 
 from bot.config import ConfigError, DiscordSettings, FeedSettings, FeedsSettings
-from bot.discordbot.ask import is_for_bot, question_text, thread_name
+from bot.discordbot.ask import is_for_bot, question_text, thread_name, without_discord_markup
 from bot.discordbot.autocomplete import MAX_CHOICES, pick_article, since_choices, title_choices
 from bot.discordbot.digest import parse_clock
 from bot.discordbot.errors import NotAdmin, RateLimited, UserError, user_message
@@ -158,6 +158,19 @@ def test_channel_questions_are_mentions_ask_channels_and_the_bots_threads():
     assert is_for_bot(mentioned=False, channel_id=7, ask_channels=[5], in_own_thread=True)
     assert not is_for_bot(mentioned=False, channel_id=7, ask_channels=[5], in_own_thread=False)
     assert len(thread_name("word " * 100)) <= 90 and thread_name("") == "question"
+
+
+def test_a_thread_is_named_after_the_question_without_discord_markup():
+    assert thread_name("@everyone <@&123> what did NATO suspend?") == "what did NATO suspend?"
+    assert without_discord_markup("<@1>, <@!2> and <#3>: who won?") == "and : who won?"
+    assert without_discord_markup("<#3>: who won?") == "who won?"  # the punctuation a mention left
+    assert without_discord_markup("see </feeds add:42> at <t:1700000000:R> <t:1700000000>") == "see at"
+    assert without_discord_markup("<:wave:11> hi <a:dance:22> @here") == ":wave: hi :dance:"
+    assert without_discord_markup("- -5 degrees, mail bob@here.com?") == "-5 degrees, mail bob@here.com?"
+    # Nothing left: the default name; mentions do not count towards the length limit.
+    assert thread_name("<@1> <@&2> @everyone ?!") == "question"
+    long = thread_name("<@&123> " * 20 + "why " * 40)
+    assert long.startswith("why why") and long.endswith("…") and len(long) <= 90
 
 
 def test_feed_urls_must_be_http():

@@ -44,8 +44,31 @@ def is_for_bot(*, mentioned: bool, channel_id: int, ask_channels: list[int], in_
     return mentioned or in_own_thread or channel_id in ask_channels
 
 
+# Discord's markup for mentions, slash commands, custom emoji and timestamps: ids and codes that
+# read as noise in a thread's title, which Discord shows as plain text.
+_MENTION_MARKUP = re.compile(
+    r"<@[!&]?\d+>"  # member or role
+    r"|<#\d+>"  # channel
+    r"|</[^<>:]+:\d+>"  # slash command
+    r"|<t:-?\d+(?::[a-zA-Z])?>"  # timestamp
+    r"|(?<!\w)@(?:everyone|here)\b"
+)
+_CUSTOM_EMOJI = re.compile(r"<a?:(\w+):\d+>")
+# Left behind by a removed mention ("<@&1>, what…"); a leading ":name:" emoji is kept, and a
+# dash only before a space, so "-5 degrees" keeps its minus sign.
+_LEADING_PUNCTUATION = re.compile(r"^(?:[\s,.;!?|/\\]|[-–—](?!\S)|:(?!\w+:))+")
+
+
+def without_discord_markup(text: str) -> str:
+    """Text with mentions, slash-command links and timestamps removed, custom emoji as ":name:",
+    whitespace collapsed and punctuation a removed mention left at the start dropped."""
+    text = _CUSTOM_EMOJI.sub(r":\1:", _MENTION_MARKUP.sub(" ", text))
+    return _LEADING_PUNCTUATION.sub("", " ".join(text.split()))
+
+
 def thread_name(question: str) -> str:
-    return clip(question, 90) or "question"
+    """A thread's title from the question: its text without Discord markup, within Discord's 100 characters."""
+    return clip(without_discord_markup(question), 90) or "question"
 
 
 class ChannelQuestions(commands.Cog):
