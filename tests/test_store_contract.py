@@ -466,3 +466,57 @@ def test_announcements_are_taken_by_the_shard_of_their_guild_and_sent_once(new_s
     for announcement_id in (ids[0], unknown):
         outbox.mark_sent(announcement_id)
     assert outbox.unsent() == 0
+
+
+def test_follows_belong_to_their_server_which_may_have_only_so_many(new_store, fake_embedder):
+    follows = new_store(fake_embedder).follows
+    vector = fake_embedder.encode(["crude oil prices"])[0]
+    iran = follows.add(guild_id=1, channel_id=10, topic="Iran", vector=vector, created_by=7, limit=2)
+    oil = follows.add(guild_id=1, channel_id=11, topic="crude oil prices", vector=vector, level="strict", limit=2)
+    other = follows.add(guild_id=2, channel_id=20, topic="Iran", vector=vector, limit=2)
+    with pytest.raises(ValueError, match="follows this topic already"):
+        follows.add(guild_id=1, channel_id=10, topic="Iran", vector=vector, limit=5)
+    with pytest.raises(ValueError, match="2 follows already"):
+        follows.add(guild_id=1, channel_id=10, topic="Iraq", vector=vector, limit=2)
+
+    mine = follows.follows(guild_id=1)
+    assert [(f.id, f.channel_id, f.topic, f.level, f.created_by) for f in mine] == [
+        (iran.id, 10, "Iran", "normal", 7), (oil.id, 11, "crude oil prices", "strict", 0)]
+    assert np.allclose(mine[1].vector, vector) and mine[1].vector.dtype == np.float32
+    assert mine[0].created_at is not None
+    assert {f.id for f in follows.follows()} == {iran.id, oil.id, other.id}
+
+    assert not follows.remove(other.id, guild_id=1)  # another server's follow is not this one's to remove
+    assert follows.remove(iran.id, guild_id=1)
+    assert not follows.remove(iran.id, guild_id=1)
+    assert [f.id for f in follows.follows(guild_id=1)] == [oil.id]
+    assert follows.add(guild_id=1, channel_id=10, topic="Iraq", vector=vector, limit=2).topic == "Iraq"
+
+
+def test_a_match_waits_out_its_delay_and_a_held_one_its_channel_cap(new_store, fake_embedder):
+    import time
+
+    from index.store import Announcement, Shards
+
+    outbox = new_store(fake_embedder).outbox
+    everyone = {"holder": "serve-0", "shards": Shards(), "lease": timedelta(minutes=5)}
+    match = outbox.add(Announcement(1, 10, ("story-1",), follow_id=3, delay=timedelta(seconds=1)))
+    headline = outbox.add(Announcement(1, 10, ("story-2",)))
+    assert [a.id for a in outbox.take(**everyone)] == [headline]  # the match waits for copies to fold into it
+    time.sleep(1.2)
+    (taken,) = outbox.take(**everyone)
+    assert (taken.id, taken.follow_id, taken.held) == (match, 3, False)
+
+    outbox.hold([match], until=datetime.now(timezone.utc) + timedelta(seconds=1))
+    assert outbox.take(**everyone) == []
+    time.sleep(1.2)
+    (again,) = outbox.take(**everyone)
+    assert (again.id, again.held) == (match, True)
+
+    before = datetime.now(timezone.utc) - timedelta(seconds=1)
+    outbox.record_post(10)
+    outbox.record_post(10)
+    outbox.record_post(11)
+    posts = outbox.posts_since(10, before)
+    assert len(posts) == 2 and posts == sorted(posts) and all(p >= before for p in posts)
+    assert outbox.posts_since(10, datetime.now(timezone.utc) + timedelta(seconds=5)) == []

@@ -12,9 +12,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from index.store.protocol import DuplicateLookup, FeedRegistry, NewsStore, Outbox, StoreWriter
+from index.store.protocol import DuplicateLookup, FeedRegistry, FollowRegistry, NewsStore, Outbox, StoreWriter
 from index.store.types import (
-    AlsoReported, Announcement, ArticleRecord, Feed, SchemaError, ScoredChunk, SearchFilters, Shards, StoreCounts,
+    FOLLOW_LEVELS, AlsoReported, Announcement, ArticleRecord, Feed, Follow, SchemaError, ScoredChunk, SearchFilters, Shards, StoreCounts,
     StoredChunk, StoreError, StoreSettings, embed_key,
 )
 
@@ -83,7 +83,8 @@ def drop_namespace(settings: StoreSettings, environ: Mapping[str, str] = os.envi
 
 
 __all__ = [
-    "AlsoReported", "Announcement", "ArticleRecord", "DuplicateLookup", "Feed", "FeedRegistry", "NewsStore", "Outbox",
+    "FOLLOW_LEVELS", "AlsoReported", "Announcement", "ArticleRecord", "DuplicateLookup", "Feed", "FeedRegistry",
+    "Follow", "FollowRegistry", "NewsStore", "Outbox",
     "SchemaError", "ScoredChunk", "SearchFilters", "Shards", "StoreCounts", "StoreError", "StoreSettings",
     "StoreWriter", "StoredChunk",
     "database_url", "drop_namespace", "embed_key", "open_store", "recorded_model_name", "upgrade_database",

@@ -24,7 +24,7 @@ from psycopg.pq import TransactionStatus
 from index.article import Article, ArticleMeta, Chunk
 from index.dedup import Fingerprint
 from index.store.postgres_db import Database
-from index.store.postgres_feeds import PostgresFeedRegistry, PostgresOutbox
+from index.store.postgres_feeds import PostgresFeedRegistry, PostgresFollowRegistry, PostgresOutbox, queue_announcement
 from index.store.postgres_schema import (
     BM25_TITLE_WEIGHT, CHAMPIONS, TEXT_SEARCH_CONFIG, VECTOR_INDEX, bm25_impact, check_schema,
 )
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 EXACT_POSTINGS = 5000
 _CHUNKS_PER_STATEMENT = 2000
 _TABLES = ("articles", "article_collections", "also_reported", "lsh", "chunks", "lexeme_stats", "lexeme_champions",
-           "corpus_stats", "feeds", "digests", "announcements", "newsdesk_meta")
+           "corpus_stats", "feeds", "digests", "announcements", "follows", "channel_posts", "newsdesk_meta")
 
 
 def _filter_sql(filters: SearchFilters, *, per_row: bool = False) -> tuple[str, list]:
@@ -142,6 +142,7 @@ class PostgresStore:
                 check_schema(conn, model_name=model_name, dim=dim, namespace=database.schema)
         self.feeds = PostgresFeedRegistry(self.db)
         self.outbox = PostgresOutbox(self.db)
+        self.follows = PostgresFollowRegistry(self.db)
 
     def close(self) -> None:
         for database in {self.db, self.reads}:
@@ -475,8 +476,7 @@ class PostgresWriter:
 
     def add_announcement(self, announcement: Announcement) -> None:
         with self._tx() as conn:
-            conn.execute("INSERT INTO announcements (guild_id, channel_id, article_ids) VALUES (%s, %s, %s)",
-                         (announcement.guild_id, announcement.channel_id, list(announcement.article_ids)))
+            queue_announcement(conn, announcement)
 
     def import_article(self, record: ArticleRecord) -> bool:
         return self._insert(record.article, record.collections, record.also_reported, record.fingerprint,

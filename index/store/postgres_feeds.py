@@ -1,5 +1,5 @@
 """The server backend's bot state in PostgreSQL: feeds with their polling state and leases, posted
-digests, and the announcement outbox, shared by every worker and bot process.
+digests, the announcement outbox and the servers' follows, shared by every worker and bot process.
 
 Leases are taken with `FOR UPDATE SKIP LOCKED` and timed by the database's clock, so workers on
 machines whose clocks differ still agree on when a lease has run out (when a feed was polled is the
@@ -8,12 +8,17 @@ worker's time, as the interface passes it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
+
+import numpy as np
+import psycopg
 
 from index.article import DEFAULT_COLLECTION, utcnow
 from index.store.postgres_db import Database
-from index.store.types import Announcement, Feed, Shards
+from index.store.types import (
+    ALREADY_FOLLOWED, Announcement, Feed, Follow, Shards, too_many_follows, vector_bytes, vector_from,
+)
 from index.urls import check_feed_url
 
 _COLUMNS = "url, collection, channel_id, added_by, from_config, last_polled, last_error, added_at, guild_id"
@@ -120,15 +125,24 @@ class PostgresFeedRegistry:
         return added
 
 
+def queue_announcement(conn: psycopg.Connection, announcement: Announcement) -> int:
+    """Insert it on `conn` (a writer's transaction, or a connection of its own); its delay starts
+    by the database's clock."""
+    return conn.execute(
+        "INSERT INTO announcements (guild_id, channel_id, article_ids, follow_id, taken_until)"
+        " VALUES (%s, %s, %s, %s, CASE WHEN %s > interval '0' THEN now() + %s END) RETURNING id",
+        (announcement.guild_id, announcement.channel_id, list(announcement.article_ids), announcement.follow_id,
+         announcement.delay, announcement.delay),
+    ).fetchone()[0]
+
+
 class PostgresOutbox:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     def add(self, announcement: Announcement) -> int:
-        return self.db.rows(
-            "INSERT INTO announcements (guild_id, channel_id, article_ids) VALUES (%s, %s, %s) RETURNING id",
-            (announcement.guild_id, announcement.channel_id, list(announcement.article_ids)),
-        )[0][0]
+        with self.db.connection() as conn:
+            return queue_announcement(conn, announcement)
 
     def take(self, *, holder: str, shards: Shards, lease: timedelta, limit: int = 20) -> list[Announcement]:
         rows = self.db.rows(
@@ -138,17 +152,68 @@ class PostgresOutbox:
                      AND (guild_id >> 22) %% %s = ANY(%s)
                    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
                UPDATE announcements a SET taken_by = %s, taken_until = now() + %s FROM mine WHERE a.id = mine.id
-               RETURNING a.id, a.guild_id, a.channel_id, a.article_ids, a.created_at""",
+               RETURNING a.id, a.guild_id, a.channel_id, a.article_ids, a.created_at, a.follow_id, a.held""",
             (shards.count, list(shards.ids), limit, holder, lease),
         )
-        return sorted((Announcement(guild, channel, tuple(ids), id_, created) for id_, guild, channel, ids, created in rows),
-                      key=lambda a: a.id)
+        return sorted((Announcement(guild, channel, tuple(ids), id_, created, follow_id=follow_id, held=held)
+                       for id_, guild, channel, ids, created, follow_id, held in rows), key=lambda a: a.id)
 
     def mark_sent(self, announcement_id: int) -> None:
         self.db.rows("UPDATE announcements SET sent_at = now() WHERE id = %s RETURNING id", (announcement_id,))
+
+    def hold(self, announcement_ids: Sequence[int], *, until: datetime) -> None:
+        self.db.rows("UPDATE announcements SET held = true, taken_by = NULL, taken_until = %s WHERE id = ANY(%s)"
+                     " RETURNING id", (until, list(announcement_ids)))
+
+    def record_post(self, channel_id: int) -> None:
+        self.db.rows("INSERT INTO channel_posts (channel_id) VALUES (%s) RETURNING channel_id", (channel_id,))
+
+    def posts_since(self, channel_id: int, since: datetime) -> list[datetime]:
+        rows = self.db.rows("SELECT posted_at FROM channel_posts WHERE channel_id = %s AND posted_at >= %s"
+                            " ORDER BY posted_at", (channel_id, since))
+        return [posted for posted, in rows]
 
     def unsent(self) -> int:
         return self.db.rows("SELECT count(*) FROM announcements WHERE sent_at IS NULL")[0][0]
 
     def prune(self, *, older_than: timedelta) -> int:
-        return len(self.db.rows("DELETE FROM announcements WHERE sent_at < now() - %s RETURNING id", (older_than,)))
+        with self.db.connection() as conn, conn.transaction():
+            conn.execute("DELETE FROM channel_posts WHERE posted_at < now() - %s", (older_than,))
+            return conn.execute("DELETE FROM announcements WHERE sent_at < now() - %s", (older_than,)).rowcount
+
+
+class PostgresFollowRegistry:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, *, guild_id: int, channel_id: int, topic: str, vector: np.ndarray, level: str = "normal",
+            created_by: int = 0, limit: int = 50) -> Follow:
+        with self.db.connection() as conn, conn.transaction():
+            # One server's adds in turn: the count and the insert must agree, or two admins pass `limit`.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_FOLLOWS_LOCK ^ guild_id,))
+            (count,) = conn.execute("SELECT count(*) FROM follows WHERE guild_id = %s", (guild_id,)).fetchone()
+            if count >= limit:
+                raise ValueError(too_many_follows(limit))
+            row = conn.execute(
+                "INSERT INTO follows (guild_id, channel_id, topic, level, vector, created_by) VALUES (%s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING id, created_at",
+                (guild_id, channel_id, topic, level, vector_bytes(vector), created_by),
+            ).fetchone()
+        if row is None:
+            raise ValueError(ALREADY_FOLLOWED)
+        return Follow(row[0], guild_id, channel_id, topic, vector, level, created_by, row[1])
+
+    def remove(self, follow_id: int, *, guild_id: int) -> bool:
+        return bool(self.db.rows("DELETE FROM follows WHERE id = %s AND guild_id = %s RETURNING id",
+                                 (follow_id, guild_id)))
+
+    def follows(self, *, guild_id: int | None = None) -> list[Follow]:
+        rows = self.db.rows(
+            "SELECT id, guild_id, channel_id, topic, vector, level, created_by, created_at FROM follows"
+            " WHERE %s::bigint IS NULL OR guild_id = %s ORDER BY id", (guild_id, guild_id),
+        )
+        return [Follow(id_, guild, channel, topic, vector_from(blob), level, by, at)
+                for id_, guild, channel, topic, blob, level, by, at in rows]
+
+
+_FOLLOWS_LOCK = 0x6E657773_64736B02  # pg_advisory_xact_lock's key for a server's follows, xor its id

@@ -240,11 +240,29 @@ def _denser_graph(dim: int) -> list[str]:
     # (ef_search 256; .89 at the most, 1000). FAISS's graph in the embedded backend uses M 32.
     return ["DROP INDEX chunks_embedding", VECTOR_INDEX]
 
+def _follows(dim: int) -> list[str]:
+    return [
+        """CREATE TABLE follows (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            guild_id bigint NOT NULL, channel_id bigint NOT NULL, topic text NOT NULL, level text NOT NULL,
+            vector bytea NOT NULL,  -- the topic's embedding, little-endian float32
+            created_by bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now(),
+            UNIQUE (guild_id, channel_id, topic))""",
+        # A follow's match is an announcement; `held`: kept back once by its channel's hourly cap.
+        """ALTER TABLE announcements ADD COLUMN follow_id bigint NOT NULL DEFAULT 0,
+                                     ADD COLUMN held boolean NOT NULL DEFAULT false""",
+        "CREATE TABLE channel_posts (channel_id bigint NOT NULL, posted_at timestamptz NOT NULL DEFAULT now())",
+        "CREATE INDEX channel_posts_time ON channel_posts (channel_id, posted_at)",
+    ]
+
+
 MIGRATIONS = [
     Migration(1, "articles, chunks with pgvector and full-text search, BM25 statistics, feeds", _initial),
     Migration(2, "each lexeme's best-scoring chunks, so that BM25 over common words stays fast", _champions),
     Migration(3, "feed leases and the announcement outbox, for several workers and bot processes", _sharing),
     Migration(4, "a denser HNSW graph (m 32, ef_construction 128): recall@10 at a million chunks", _denser_graph),
+    Migration(5, "follows, their matches in the outbox, and the posts that count against a channel's hourly cap",
+              _follows),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

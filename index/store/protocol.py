@@ -19,7 +19,7 @@ import numpy as np
 from index.article import Article, ArticleMeta, Chunk
 from index.dedup import Fingerprint
 from index.store.types import (
-    Announcement, ArticleRecord, Feed, ScoredChunk, SearchFilters, Shards, StoreCounts, StoredChunk,
+    Announcement, ArticleRecord, Feed, Follow, ScoredChunk, SearchFilters, Shards, StoreCounts, StoredChunk,
 )
 
 
@@ -120,11 +120,37 @@ class Outbox(Protocol):
 
     def mark_sent(self, announcement_id: int) -> None: ...
 
+    def hold(self, announcement_ids: Sequence[int], *, until: datetime) -> None:
+        """Keep these back (their channel's hourly cap is reached): marked held, and nobody takes
+        them before `until`."""
+
+    def record_post(self, channel_id: int) -> None:
+        """A follow's message was posted in the channel now: it counts against the hourly cap."""
+
+    def posts_since(self, channel_id: int, since: datetime) -> list[datetime]:
+        """When the follow messages posted in the channel since `since` were posted, oldest first."""
+
     def unsent(self) -> int:
         """How many are still waiting."""
 
     def prune(self, *, older_than: timedelta) -> int:
-        """Forget announcements sent longer ago than `older_than`; returns how many."""
+        """Forget announcements sent (and posts recorded) longer ago than `older_than`; returns how
+        many announcements."""
+
+
+class FollowRegistry(Protocol):
+    """The topics each server follows. Matches go to the outbox, with the articles that made them."""
+
+    def add(self, *, guild_id: int, channel_id: int, topic: str, vector: np.ndarray, level: str = "normal",
+            created_by: int = 0, limit: int = 50) -> Follow:
+        """A new follow; ValueError if the server has `limit` follows already, or the channel
+        follows this topic already."""
+
+    def remove(self, follow_id: int, *, guild_id: int) -> bool:
+        """Forget one of the server's follows; False if it has none with that id."""
+
+    def follows(self, *, guild_id: int | None = None) -> list[Follow]:
+        """The server's follows (every server's when None), oldest first."""
 
 
 class NewsStore(DuplicateLookup, Protocol):
@@ -191,5 +217,8 @@ class NewsStore(DuplicateLookup, Protocol):
 
     @property
     def outbox(self) -> Outbox: ...
+
+    @property
+    def follows(self) -> FollowRegistry: ...
 
     def close(self) -> None: ...

@@ -32,7 +32,7 @@ import numpy as np
 from index.article import Article, ArticleMeta, Chunk
 from index.dedup import Fingerprint
 from index.store.sqlite_feeds import FILE as STATE_FILE
-from index.store.sqlite_feeds import SQLiteFeedRegistry, SQLiteOutbox, from_timestamp
+from index.store.sqlite_feeds import SQLiteFeedRegistry, SQLiteFollowRegistry, SQLiteOutbox, from_timestamp
 from index.store.types import (
     AlsoReported, Announcement, ArticleRecord, ScoredChunk, SearchFilters, StoreCounts, StoredChunk, StoreError,
     other_embedding,
@@ -200,6 +200,7 @@ class SQLiteStore:
         self._index_generation = -1
         self._feeds: SQLiteFeedRegistry | None = None
         self._outbox: SQLiteOutbox | None = None
+        self._follows: SQLiteFollowRegistry | None = None
         with self._connect() as db:
             db.executescript(_SCHEMA)
             self._check_model(db)
@@ -280,6 +281,12 @@ class SQLiteStore:
         if self._outbox is None:
             self._outbox = SQLiteOutbox(self.dir / STATE_FILE)
         return self._outbox
+
+    @property
+    def follows(self) -> SQLiteFollowRegistry:
+        if self._follows is None:
+            self._follows = SQLiteFollowRegistry(self.dir / STATE_FILE)
+        return self._follows
 
     # -- the vector index ----------------------------------------------------------------------
 

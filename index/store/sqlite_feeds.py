@@ -1,5 +1,5 @@
-"""The embedded backend's bot state: feeds with their polling state and leases, posted digests, and
-the announcement outbox, in a small SQLite file beside the index.
+"""The embedded backend's bot state: feeds with their polling state and leases, posted digests, the
+announcement outbox and the servers' follows, in a small SQLite file beside the index.
 
 It is a file of its own, so the registry can change (an admin adds a feed) while the index is being
 written, and the index can be rebuilt without losing the list. A feed belongs to a collection:
@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import closing
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
+
 from index.article import DEFAULT_COLLECTION, utcnow
-from index.store.types import Announcement, Feed, Shards
+from index.store.types import (
+    ALREADY_FOLLOWED, Announcement, Feed, Follow, Shards, too_many_follows, vector_bytes, vector_from,
+)
 from index.urls import check_feed_url
 
 FILE = "feeds.sqlite3"
@@ -34,9 +38,18 @@ CREATE TABLE IF NOT EXISTS announcements (
     id INTEGER PRIMARY KEY, guild_id INTEGER NOT NULL, channel_id INTEGER NOT NULL, article_ids TEXT NOT NULL,
     created_at REAL NOT NULL, taken_by TEXT, taken_until REAL, sent_at REAL);
 CREATE INDEX IF NOT EXISTS announcements_unsent ON announcements (id) WHERE sent_at IS NULL;
+CREATE TABLE IF NOT EXISTS follows (
+    id INTEGER PRIMARY KEY, guild_id INTEGER NOT NULL, channel_id INTEGER NOT NULL, topic TEXT NOT NULL,
+    level TEXT NOT NULL, vector BLOB NOT NULL, created_by INTEGER NOT NULL, created_at REAL NOT NULL,
+    UNIQUE (guild_id, channel_id, topic));
+CREATE TABLE IF NOT EXISTS channel_posts (channel_id INTEGER NOT NULL, posted_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS channel_posts_time ON channel_posts (channel_id, posted_at);
 """
 # Columns that files written by earlier versions lack, added when such a file is opened.
-_ADDED_COLUMNS = {"guild_id": "INTEGER NOT NULL DEFAULT 0", "lease_holder": "TEXT", "lease_until": "REAL"}
+_ADDED_COLUMNS = {
+    "feeds": {"guild_id": "INTEGER NOT NULL DEFAULT 0", "lease_holder": "TEXT", "lease_until": "REAL"},
+    "announcements": {"follow_id": "INTEGER NOT NULL DEFAULT 0", "held": "INTEGER NOT NULL DEFAULT 0"},
+}
 _COLUMNS = "url, collection, channel_id, added_by, from_config, last_polled, last_error, added_at, guild_id"
 
 
@@ -59,10 +72,11 @@ def open_state(path: str | Path) -> Path:
         db.execute("BEGIN IMMEDIATE")
         for statement in filter(str.strip, _SCHEMA.split(";")):
             db.execute(statement)
-        present = {row[1] for row in db.execute("PRAGMA table_info(feeds)")}
-        for column, declaration in _ADDED_COLUMNS.items():
-            if column not in present:
-                db.execute(f"ALTER TABLE feeds ADD COLUMN {column} {declaration}")
+        for table, columns in _ADDED_COLUMNS.items():
+            present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            for column, declaration in columns.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         db.execute("COMMIT")
     return path
 
@@ -190,11 +204,14 @@ class SQLiteOutbox:
         self.path = open_state(path)
 
     def add(self, announcement: Announcement) -> int:
+        now = utcnow().timestamp()
+        not_before = now + announcement.delay.total_seconds() if announcement.delay else None
         with closing(_connect(self.path)) as db, db:
             return db.execute(
-                "INSERT INTO announcements (guild_id, channel_id, article_ids, created_at) VALUES (?, ?, ?, ?)",
-                (announcement.guild_id, announcement.channel_id, json.dumps(list(announcement.article_ids)),
-                 utcnow().timestamp()),
+                "INSERT INTO announcements (guild_id, channel_id, article_ids, created_at, follow_id, taken_until)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (announcement.guild_id, announcement.channel_id, json.dumps(list(announcement.article_ids)), now,
+                 announcement.follow_id, not_before),
             ).lastrowid
 
     def take(self, *, holder: str, shards: Shards, lease: timedelta, limit: int = 20) -> list[Announcement]:
@@ -203,28 +220,84 @@ class SQLiteOutbox:
             db.execute("BEGIN IMMEDIATE")
             marks = ",".join("?" * len(shards.ids))
             rows = db.execute(
-                "SELECT id, guild_id, channel_id, article_ids, created_at FROM announcements"
+                "SELECT id, guild_id, channel_id, article_ids, created_at, follow_id, held FROM announcements"
                 " WHERE sent_at IS NULL AND (taken_until IS NULL OR taken_until < ?)"
                 f" AND (guild_id >> 22) % ? IN ({marks}) ORDER BY id LIMIT ?",
                 (now, shards.count, *shards.ids, limit),
             ).fetchall()
             db.executemany("UPDATE announcements SET taken_by = ?, taken_until = ? WHERE id = ?",
                            [(holder, now + lease.total_seconds(), row[0]) for row in rows])
-        return [Announcement(guild_id, channel_id, tuple(json.loads(ids)), id_, from_timestamp(created))
-                for id_, guild_id, channel_id, ids, created in rows]
+        return [Announcement(guild_id, channel_id, tuple(json.loads(ids)), id_, from_timestamp(created),
+                             follow_id=follow_id, held=bool(held))
+                for id_, guild_id, channel_id, ids, created, follow_id, held in rows]
 
     def mark_sent(self, announcement_id: int) -> None:
         with closing(_connect(self.path)) as db, db:
             db.execute("UPDATE announcements SET sent_at = ? WHERE id = ?", (utcnow().timestamp(), announcement_id))
+
+    def hold(self, announcement_ids: Sequence[int], *, until: datetime) -> None:
+        with closing(_connect(self.path)) as db, db:
+            db.executemany("UPDATE announcements SET held = 1, taken_by = NULL, taken_until = ? WHERE id = ?",
+                           [(until.timestamp(), id_) for id_ in announcement_ids])
+
+    def record_post(self, channel_id: int) -> None:
+        with closing(_connect(self.path)) as db, db:
+            db.execute("INSERT INTO channel_posts VALUES (?, ?)", (channel_id, utcnow().timestamp()))
+
+    def posts_since(self, channel_id: int, since: datetime) -> list[datetime]:
+        with closing(_connect(self.path)) as db:
+            rows = db.execute("SELECT posted_at FROM channel_posts WHERE channel_id = ? AND posted_at >= ?"
+                              " ORDER BY posted_at", (channel_id, since.timestamp())).fetchall()
+        return [from_timestamp(posted) for posted, in rows]
 
     def unsent(self) -> int:
         with closing(_connect(self.path)) as db:
             return db.execute("SELECT count(*) FROM announcements WHERE sent_at IS NULL").fetchone()[0]
 
     def prune(self, *, older_than: timedelta) -> int:
+        cutoff = utcnow().timestamp() - older_than.total_seconds()
         with closing(_connect(self.path)) as db, db:
-            return db.execute("DELETE FROM announcements WHERE sent_at < ?",
-                              (utcnow().timestamp() - older_than.total_seconds(),)).rowcount
+            db.execute("DELETE FROM channel_posts WHERE posted_at < ?", (cutoff,))
+            return db.execute("DELETE FROM announcements WHERE sent_at < ?", (cutoff,)).rowcount
+
+
+class SQLiteFollowRegistry:
+    """Follows in the state file, with their topic's embedding as float32 bytes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = open_state(path)
+
+    def add(self, *, guild_id: int, channel_id: int, topic: str, vector: np.ndarray, level: str = "normal",
+            created_by: int = 0, limit: int = 50) -> Follow:
+        created_at = utcnow()
+        with closing(_connect(self.path)) as db, db:
+            db.execute("BEGIN IMMEDIATE")  # the count and the insert, as one: two admins at once stay under `limit`
+            (count,) = db.execute("SELECT count(*) FROM follows WHERE guild_id = ?", (guild_id,)).fetchone()
+            if count >= limit:
+                raise ValueError(too_many_follows(limit))
+            try:
+                follow_id = db.execute(
+                    "INSERT INTO follows (guild_id, channel_id, topic, level, vector, created_by, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (guild_id, channel_id, topic, level, vector_bytes(vector), created_by, created_at.timestamp()),
+                ).lastrowid
+            except sqlite3.IntegrityError:
+                raise ValueError(ALREADY_FOLLOWED) from None
+        return Follow(follow_id, guild_id, channel_id, topic, vector, level, created_by, created_at)
+
+    def remove(self, follow_id: int, *, guild_id: int) -> bool:
+        with closing(_connect(self.path)) as db, db:
+            return db.execute("DELETE FROM follows WHERE id = ? AND guild_id = ?", (follow_id, guild_id)).rowcount > 0
+
+    def follows(self, *, guild_id: int | None = None) -> list[Follow]:
+        query = "SELECT id, guild_id, channel_id, topic, vector, level, created_by, created_at FROM follows"
+        params: tuple = ()
+        if guild_id is not None:
+            query, params = query + " WHERE guild_id = ?", (guild_id,)
+        with closing(_connect(self.path)) as db:
+            rows = db.execute(query + " ORDER BY id", params).fetchall()
+        return [Follow(id_, guild, channel, topic, vector_from(blob), level, by, from_timestamp(at))
+                for id_, guild, channel, topic, blob, level, by, at in rows]
 
 
 def _feed(row: tuple) -> Feed:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -164,6 +164,44 @@ class Announcement:
     article_ids: tuple[str, ...]
     id: int = 0  # given by the outbox
     created_at: datetime | None = None
+    follow_id: int = 0  # 0: a feed's new headlines; else the follow that this article matched
+    # Nobody takes it before this much time has passed since it was queued: copies of the story
+    # that arrive meanwhile fold into it (a follow's delivery window).
+    delay: timedelta = timedelta(0)
+    held: bool = False  # kept back once by its channel's hourly cap: posted with the others kept back
+
+
+FOLLOW_LEVELS = ("strict", "normal", "broad")
+
+
+@dataclass(frozen=True)
+class Follow:
+    """A topic a server follows: articles new to it that match are posted in `channel_id`."""
+
+    id: int
+    guild_id: int
+    channel_id: int
+    topic: str  # as the admin wrote it: free text, "quoted phrases" that must appear, -words that must not
+    vector: np.ndarray = field(repr=False, compare=False)  # the embedding of the topic's meaning
+    level: str = "normal"  # one of FOLLOW_LEVELS: how close a match must be
+    created_by: int = 0
+    created_at: datetime | None = None
+
+
+ALREADY_FOLLOWED = "That channel follows this topic already."
+
+
+def too_many_follows(limit: int) -> str:
+    return f"This server has {limit} follows already, the most it may have: /unfollow one first."
+
+
+def vector_bytes(vector: np.ndarray) -> bytes:
+    """A follow's embedding as stored: little-endian float32, whichever machine reads it."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def vector_from(stored: bytes) -> np.ndarray:
+    return np.frombuffer(stored, dtype="<f4").astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -180,6 +218,7 @@ class StoreCounts:
 
 
 __all__ = [
-    "AlsoReported", "Announcement", "ArticleMeta", "ArticleRecord", "BACKENDS", "Feed", "SchemaError",
+    "AlsoReported", "Announcement", "ArticleMeta", "ArticleRecord", "BACKENDS", "FOLLOW_LEVELS", "Feed", "Follow",
+    "SchemaError",
     "ScoredChunk", "SearchFilters", "Shards", "StoreCounts", "StoreError", "StoreSettings", "StoredChunk", "embed_key",
 ]
