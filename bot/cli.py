@@ -147,6 +147,13 @@ def cmd_eval(args, config):
         for backend, figures in result.get("backends", {result["backend"]: result}).items():
             rows = [("hybrid", figures), ("dense", figures["baselines"]["dense"]), ("bm25", figures["baselines"]["bm25"])]
             lines += [f"{backend:<9}{name:<8}" + " ".join(f"{r[k]:>18}" for k in keys) for name, r in rows]
+    elif args.what == "follow":
+        from bot.follow_eval import FollowEvaluation, follow_lines
+
+        if not args.topics:
+            raise ValueError("eval follow needs --topics FILE (e.g. bench/data/follow_topics_reuters.jsonl)")
+        result = FollowEvaluation(config, limit=args.limit).run(args.data, args.topics, progress=not args.quiet)
+        lines = [follow_lines(result)]
     else:
         if args.abstention:
             raise ValueError("--abstention is for eval qa")
@@ -330,10 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--older-than", help="e.g. 30d")
     group.add_argument("--article", help="remove this article id")
 
-    p = command("eval", cmd_eval, "measure answer (qa) or summary quality on a labelled JSONL file")
-    p.add_argument("what", choices=("qa", "summary"))
+    p = command("eval", cmd_eval, "measure answer (qa), summary or topic-follow quality on a labelled JSONL file")
+    p.add_argument("what", choices=("qa", "summary", "follow"))
     p.add_argument("--data", required=True, help="e.g. ../shared/data/newsqa/dev.jsonl or ../shared/data/cnndm/dev.jsonl")
     p.add_argument("--limit", type=int, help="only the first N rows")
+    p.add_argument("--topics", help="eval follow: the follows to score, one JSON object a line "
+                                    "({\"label\", \"query\", \"keywords\"}), e.g. bench/data/follow_topics_reuters.jsonl")
     p.add_argument("--abstention", action="store_true",
                    help="qa: index a hash-chosen half of the stories, ask every question, and report how "
                         "often questions about the other half get answered, across abstention thresholds")

@@ -205,6 +205,31 @@ class FeedsSettings:
 
 
 @dataclass
+class FollowsSettings:
+    """Topic follows (/follow): how many a server may have, and how often a channel hears of them."""
+
+    max_per_server: int = 50
+    # How close an article must be to a normal follow's topic (strict: +0.06, broad: -0.10). Chosen
+    # for the bundled all-MiniLM-L6-v2 on labelled news (README, "Following topics"): another
+    # [index] model wants `newsdesk eval follow` and a threshold of its own.
+    match_threshold: float = 0.54
+    # Past this, a channel's matches wait and are posted together later ("5 more stories on Iran").
+    max_posts_per_hour: int = 6
+    # A match is posted this long after it is found, so that other outlets' copies of the story
+    # arriving meanwhile are folded into it ("also reported by") instead of posted again.
+    delivery_window_minutes: float = 5.0
+
+    def __post_init__(self) -> None:
+        for key in ("max_per_server", "max_posts_per_hour"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"follows.{key}: must be at least 1")
+        if self.delivery_window_minutes < 0:
+            raise ConfigError("follows.delivery_window_minutes: must not be negative")
+        if not -1.0 < self.match_threshold < 2.0:
+            raise ConfigError("follows.match_threshold: expected a score between -1 and 2 (cosine + word share)")
+
+
+@dataclass
 class Config:
     index: IndexSettings = field(default_factory=IndexSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -214,6 +239,7 @@ class Config:
     llm: LLMSettings = field(default_factory=LLMSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     feeds: FeedsSettings = field(default_factory=FeedsSettings)
+    follows: FollowsSettings = field(default_factory=FollowsSettings)
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property

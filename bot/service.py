@@ -20,15 +20,16 @@ from bot.answer_types import Answer, SearchResult
 from bot.answerability import AnswerabilityCheck, Verdict
 from bot.config import Config
 from bot.extractive import ExtractiveAnswerer
+from bot.follows import FollowMatcher, Topic
 from bot.summarize import ArticleSummarizer, DigestWriter, TopicSummarizer
-from index.article import DEFAULT_COLLECTION
+from index.article import DEFAULT_COLLECTION, ArticleMeta
 from index.chunk import Chunker
 from index.embed import Embedder, backend_of, load_embedder, new_index_backend
 from index.ingest import Ingestor, IngestReport
 from index.retrieve import Hit, RetrievalMode, Retriever
 from index.sources.common import one_line
 from index.sources.fetch import FetchLimits
-from index.store import Announcement, NewsStore, SearchFilters, open_store, recorded_model_name
+from index.store import Announcement, Follow, NewsStore, SearchFilters, open_store, recorded_model_name
 from index.timefilter import time_filter_in
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,8 @@ class NewsService:
         self.extractive = ExtractiveAnswerer(max_sentences=ans.max_sentences, max_words=ans.max_words)
         self.answerability = AnswerabilityCheck(abstain_below=ans.abstain_below)
         self.article_summarizer = ArticleSummarizer(sentences=ans.summary_sentences)
+        # A followed topic's new story says what happened in a sentence or two, picked the same way.
+        self.story_summarizer = ArticleSummarizer(sentences=2)
         self.topic_summarizer = TopicSummarizer()
         self.digest_writer = DigestWriter(stories=ans.digest_stories)
         self.llm = None
@@ -99,6 +102,8 @@ class NewsService:
                 overlap_sentences=idx.chunk_overlap_sentences,
             ),
             near_duplicate_threshold=idx.near_duplicate_threshold,
+            matcher=FollowMatcher(self.store.follows, threshold=config.follows.match_threshold,
+                                  delay=timedelta(minutes=config.follows.delivery_window_minutes)),
         )
         self._write_lock = threading.Lock()
 
@@ -204,6 +209,10 @@ class NewsService:
         answer.timing_ms["total_ms"] = (time.perf_counter() - started) * 1000
         return answer
 
+    def story_summary(self, meta: ArticleMeta, text: str) -> Answer:
+        """What happened in an article a follow matched: its gist in one or two cited sentences."""
+        return self.story_summarizer.run(meta, text)
+
     def summarize_topic(self, topic: str, *, filters: SearchFilters | None = None,
                         on_text: Callable[[str], None] | None = None) -> Answer:
         topic = one_line(topic)
@@ -253,6 +262,13 @@ class NewsService:
         loader = self.guarded_loader if untrusted else self.loader
         with self._write_lock:
             return self.ingestor.run(loader.run(sources), collection=collection, progress=progress, announce=announce)
+
+    def follow(self, topic: Topic, *, guild_id: int, channel_id: int, level: str = "normal", created_by: int = 0,
+               limit: int = 50) -> Follow:
+        """A new follow of the server, its topic's meaning embedded once; ValueError when the registry refuses it."""
+        vector = self.embedder.encode([topic.meaning])[0]
+        return self.store.follows.add(guild_id=guild_id, channel_id=channel_id, topic=topic.text, vector=vector,
+                                      level=level, created_by=created_by, limit=limit)
 
     def article(self, article_id: str):
         """(metadata, text) of a stored article, or None."""

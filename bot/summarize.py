@@ -115,10 +115,14 @@ class Story:
     centroid: np.ndarray
 
 
+# Two articles whose opening passages' embeddings are this close tell the same story.
+SAME_STORY = 0.6
+
+
 class DigestWriter:
     """Groups a period's articles into stories by vector similarity and writes one cited line each."""
 
-    def __init__(self, *, stories: int = 8, same_story: float = 0.6) -> None:
+    def __init__(self, *, stories: int = 8, same_story: float = SAME_STORY) -> None:
         if stories < 1:
             raise ValueError("a digest needs at least one story")
         self.stories, self.same_story = stories, same_story

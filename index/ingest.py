@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -62,6 +63,13 @@ class IngestReport:
 def embed_text(article: Article, chunk_text: str) -> str:
     """What the model sees for a chunk: the headline carries the topic of every passage."""
     return f"{article.title}\n{chunk_text}"
+
+
+class ArticleMatcher(Protocol):
+    """Told of each batch's new articles with their chunk vectors, inside the batch's transaction:
+    returns announcements to queue with them (bot.follows.FollowMatcher: topic follows' matches)."""
+
+    def run(self, added: Sequence[tuple[Article, np.ndarray]]) -> list[Announcement]: ...
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,7 @@ class Ingestor:
         hasher: MinHasher | None = None,
         near_duplicate_threshold: float = 0.7,
         batch_chunks: int = 1024,
+        matcher: ArticleMatcher | None = None,
     ) -> None:
         if not 0 < near_duplicate_threshold <= 1:
             raise ValueError("near_duplicate_threshold must be in (0, 1]")
@@ -145,6 +154,7 @@ class Ingestor:
         self.hasher = hasher or MinHasher()
         self.threshold = near_duplicate_threshold
         self.batch_chunks = batch_chunks
+        self.matcher = matcher
 
     def run(
         self, items: Iterable[Article | Failure], *, collection: str | None = None, progress: bool = False,
@@ -219,16 +229,17 @@ class Ingestor:
         if not batch.items:
             return
         vectors = self._vectors(batch, report)
-        added: list[_New] = []
+        added: list[tuple[_New, np.ndarray]] = []
         folded: list[_Fold] = []
         stored_as: dict[str, str] = {}  # a new article of this batch -> the stored article it became
         for item in batch.items:
             if isinstance(item, _New):
                 fold, _ = self._duplicate((writer,), item.article, item.fingerprint)
+                chunk_vectors = np.stack([vectors[key] for key in item.embed_keys])
                 if fold is None and writer.add_article(item.article, item.chunks, item.fingerprint, item.embed_keys,
-                                                       np.stack([vectors[key] for key in item.embed_keys])):
+                                                       chunk_vectors):
                     stored_as[item.article.id] = item.article.id
-                    added.append(item)
+                    added.append((item, chunk_vectors))
                     continue
                 item = fold or _Fold(item.article, item.article.id, "already indexed")
                 stored_as[item.article.id] = item.of
@@ -243,8 +254,11 @@ class Ingestor:
                 writer.add_also_reported(item.of, item.article)
             folded.append(item)
         if announce is not None and added:
-            writer.add_announcement(dataclasses.replace(announce, article_ids=tuple(i.article.id for i in added)))
+            writer.add_announcement(dataclasses.replace(announce, article_ids=tuple(i.article.id for i, _ in added)))
+        if self.matcher is not None and added:
+            for match in self.matcher.run([(item.article, chunk_vectors) for item, chunk_vectors in added]):
+                writer.add_announcement(match)
         writer.commit()
-        report.added += [item.article.id for item in added]
-        report.chunks += sum(len(item.chunks) for item in added)
+        report.added += [item.article.id for item, _ in added]
+        report.chunks += sum(len(item.chunks) for item, _ in added)
         report.duplicates += [Duplicate(f.article.id, f.of, f.reason) for f in folded]

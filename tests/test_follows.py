@@ -1,0 +1,130 @@
+"""Topic follows without Discord: reading a topic, matching at ingest, planning a channel's posts,
+and `newsdesk eval follow` on a small labelled file."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from bot.follow_delivery import CatchUp, Story, plan_channel
+from bot.follow_eval import FollowEvaluation, follow_lines, scores
+from bot.follows import MAX_TOPIC_CHARS, FollowMatcher, Topic, thresholds
+from index.store import Announcement, Follow
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
+
+
+def test_a_topic_reads_free_words_quoted_phrases_and_exclusions():
+    topic = Topic.parse('  Iran “nuclear talks” -football -"world cup" ')
+    assert topic.meaning == "iran nuclear talks"
+    assert topic.required == ("nuclear talks",) and topic.excluded == ("football", "world cup")
+    assert topic.allows("iran resumed nuclear  talks in vienna")  # spacing aside
+    assert not topic.allows("iran resumed talks")  # the phrase is missing
+    assert not topic.allows("nuclear talks, then the world cup")
+    assert Topic.parse("iran -war").allows("software for iran")  # whole words: -war is not in "software"
+    for bad, said in (("   ", "Give a topic"), ("x" * (MAX_TOPIC_CHARS + 1), "at most"), ("-football", "not only")):
+        with pytest.raises(ValueError, match=said):
+            Topic.parse(bad)
+
+
+def test_levels_step_from_the_normal_threshold():
+    assert thresholds(0.5) == {"strict": 0.56, "normal": 0.5, "broad": 0.4}
+
+
+class _Registry:
+    def __init__(self, follows):
+        self._follows = follows
+
+    def follows(self, *, guild_id=None):
+        return [f for f in self._follows if guild_id is None or f.guild_id == guild_id]
+
+
+def _follow(fake_embedder, id_, guild, topic, level="normal") -> Follow:
+    return Follow(id_, guild, 100 + guild, topic, fake_embedder.encode([Topic.parse(topic).meaning])[0], level)
+
+
+def test_the_matcher_queues_each_follow_that_sees_and_matches_an_article(fake_embedder):
+    from conftest import WIRE, article
+
+    follows = [_follow(fake_embedder, 1, 1, "river valley floods"), _follow(fake_embedder, 2, 2, "river valley floods"),
+               _follow(fake_embedder, 3, 1, "stock market shares"),
+               _follow(fake_embedder, 4, 1, "river valley floods -boats"), _follow(fake_embedder, 5, 1, '"old bridge" rain')]
+    matcher = FollowMatcher(_Registry(follows), threshold=0.3, delay=timedelta(minutes=5))
+    shared = article("Floods in the river valley", WIRE, collection="shared")
+    own = article("Floods in the river valley again", WIRE + " More rain.", collection="guild:2")
+    vectors = {a.id: fake_embedder.encode([a.title + "\n" + a.text]) for a in (shared, own)}
+
+    matches = matcher.run([(a, vectors[a.id]) for a in (shared, own)])
+
+    found = {(m.article_ids, m.follow_id) for m in matches}
+    # Follow 3 is off topic; 4 excludes "boats", which the story has. Server 2's article is its own.
+    assert found == {((shared.id,), 1), ((shared.id,), 2), ((shared.id,), 5), ((own.id,), 2)}
+    assert all(m.delay == timedelta(minutes=5) and m.channel_id == 100 + m.guild_id for m in matches)
+    assert matcher.run([]) == []
+
+
+def _match(id_, article, follow_id=1, held=False) -> Announcement:
+    return Announcement(1, 10, (article,), id_, NOW, follow_id=follow_id, held=held)
+
+
+def test_a_channel_plan_folds_the_same_story_and_keeps_the_rest_for_the_cap(fake_embedder):
+    follows = {1: _follow(fake_embedder, 1, 1, "floods"), 2: _follow(fake_embedder, 2, 1, "rain")}
+    a, b, c = np.eye(3, dtype=np.float32)
+    ledes = {"flood": a, "flood-copy": (a + 0.1 * b) / np.linalg.norm(a + 0.1 * b), "bridge": b, "fair": c}
+    matches = [_match(1, "flood"), _match(2, "flood", follow_id=2), _match(3, "flood-copy"), _match(4, "bridge"),
+               _match(5, "fair"), _match(6, "gone", follow_id=9)]
+
+    plan = plan_channel(matches, follows, [NOW - timedelta(minutes=50)], ledes=ledes, cap=3, now=NOW)
+
+    assert [type(u) for u in plan.posts] == [Story, Story]
+    assert [m.id for m in plan.posts[0].matches] == [1, 2, 3] and plan.posts[0].folded == ("flood-copy",)
+    assert plan.hold == [5] and plan.until == NOW - timedelta(minutes=50) + timedelta(hours=1)
+    assert plan.dropped == [6]  # its follow was removed
+
+    later = plan_channel([_match(5, "fair", held=True), _match(7, "bridge", held=True), _match(8, "new")], follows, [],
+                         ledes=ledes, cap=1, now=NOW)
+    assert isinstance(later.posts[0], CatchUp) and later.posts[0].article_ids == ("fair", "bridge")
+    assert later.hold == [8] and later.until == NOW + timedelta(hours=1)
+
+
+def test_scores_count_precision_recall_and_f1_per_label():
+    truth = np.array([[1, 0], [1, 0], [0, 1], [0, 0]], dtype=bool)
+    said = np.array([[1, 0], [0, 0], [0, 1], [1, 0]], dtype=bool)
+    result = scores(said, truth, ["a", "b"])
+    assert result["per_label"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "matched": 2, "labelled": 2}
+    assert result["per_label"]["b"]["f1"] == 1.0
+    assert result["macro"]["f1"] == 0.75 and result["micro"]["precision"] == round(2 / 3, 3)
+
+
+def test_the_follow_eval_replays_labelled_news_against_the_keyword_baseline(tmp_path, config, fake_embedder):
+    rows = [
+        {"id": "1", "title": "Crude oil prices rise", "text": "Crude oil prices rose as oil production fell.",
+         "published": "1987-03-02T10:00:00", "topics": ["crude"]},
+        {"id": "2", "title": "Wheat harvest", "text": "The wheat harvest was large, and grain exports rose.",
+         "published": "1987-03-01T10:00:00", "topics": ["grain", "wheat"]},
+        {"id": "3", "title": "Olive oil for salads", "text": "Chefs praised olive oil in salads.",
+         "published": "1987-03-03T10:00:00", "topics": ["veg-oil"]},
+        {"id": "4", "title": "Unlabelled", "text": "Nothing here is labelled.", "published": "1987-03-04T10:00:00",
+         "topics": []},
+    ]
+    data = tmp_path / "corpus.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    topics = tmp_path / "topics.jsonl"
+    topics.write_text("".join(json.dumps(t) + "\n" for t in (
+        {"label": "crude", "query": "crude oil prices and production", "keywords": ["crude", "oil"]},
+        {"label": "grain", "query": "grain harvests and exports", "keywords": ["grain"]},
+    )), encoding="utf-8")
+    config.follows.match_threshold = 0.3
+
+    result = FollowEvaluation(config, embedder=fake_embedder).run(data, topics, progress=False)
+
+    assert result["articles"] == 3 and result["unlabelled_left_out"] == 1
+    # "oil" also matches the olive oil story: the keyword filter's precision on crude is 1/2.
+    assert result["keywords"]["per_label"]["crude"]["precision"] == 0.5
+    assert result["follows"]["per_label"]["crude"]["labelled"] == 1
+    assert result["follows"]["per_label"]["crude"]["recall"] == 1.0
+    assert [row["threshold"] for row in result["curve"]] == sorted(row["threshold"] for row in result["curve"])
+    assert "crude" in follow_lines(result)
