@@ -27,6 +27,10 @@ from discord.http import Route
 API_PREFIX = "/api/v10"
 MESSAGE_CONTENT_INTENT = 1 << 15
 MANAGE_GUILD = 1 << 5
+SEND_MESSAGES = 1 << 11
+# Discord's defaults for @everyone that the bot's posting needs: view, send, embed links, read
+# history, create public threads, send in threads.
+EVERYONE = (1 << 10) | SEND_MESSAGES | (1 << 14) | (1 << 16) | (1 << 35) | (1 << 38)
 EPHEMERAL = 1 << 6
 
 UNKNOWN_ROUTE = {"message": "404: Not Found", "code": 0}
@@ -72,15 +76,17 @@ class DiscordEmulator:
         self.roles: dict[int, list[dict]] = {}
         for guild_id in self.guild_ids:
             self.roles[guild_id] = [
-                self._role(guild_id, "@everyone", 0),
+                self._role(guild_id, "@everyone", 0, permissions=EVERYONE),
                 self._role(self.new_id(), "News Admin", 1),
             ]
-            for name in ("general", "ask"):
+            # #notices is read-only for everyone, the bot included (its @everyone role cannot post there).
+            for name, overwrites in (("general", []), ("ask", []), ("notices", [
+                    {"id": str(guild_id), "type": 0, "allow": "0", "deny": str(SEND_MESSAGES)}])):
                 channel_id = self.new_id()
                 self.channels[channel_id] = {
                     "id": str(channel_id), "type": 0, "guild_id": str(guild_id), "name": name,
-                    "position": len(self.channels), "permission_overwrites": [], "nsfw": False, "topic": None,
-                    "last_message_id": None, "rate_limit_per_user": 0, "parent_id": None,
+                    "position": len(self.channels), "permission_overwrites": overwrites, "nsfw": False,
+                    "topic": None, "last_message_id": None, "rate_limit_per_user": 0, "parent_id": None,
                 }
         self.messages: dict[int, list[dict]] = {}  # channel id -> messages, oldest first
         self.commands: dict[str, dict] = {}  # name -> synced command
@@ -113,8 +119,8 @@ class DiscordEmulator:
                 "avatar": None, "bot": bot}
 
     @staticmethod
-    def _role(role_id: int, name: str, position: int) -> dict:
-        return {"id": str(role_id), "name": name, "permissions": "0", "position": position, "color": 0,
+    def _role(role_id: int, name: str, position: int, *, permissions: int = 0) -> dict:
+        return {"id": str(role_id), "name": name, "permissions": str(permissions), "position": position, "color": 0,
                 "hoist": False, "managed": False, "mentionable": False, "flags": 0}
 
     def channel(self, name: str, guild: int = 0) -> int:

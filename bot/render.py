@@ -7,6 +7,7 @@ message nor ping anyone, even if `allowed_mentions` were forgotten somewhere.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,10 +17,10 @@ from urllib.parse import quote, urlsplit
 import discord
 from discord.utils import escape_mentions
 
-from bot.answer_types import CITATION, CLOSEST_STORIES, Answer, Citation, SearchResult
-from index.article import DEFAULT_COLLECTION
+from bot.answer_types import CITATION, CLOSEST_STORIES, Answer, Citation, SearchResult, source_label
+from index.article import DEFAULT_COLLECTION, ArticleMeta
 from index.sentences import sentence_spans
-from index.store import Feed
+from index.store import Feed, Follow
 from index.urls import redact_url
 
 MESSAGE_LIMIT = 2000
@@ -319,6 +320,39 @@ def render_headlines(items: Sequence[tuple[str, str | None, str | None]]) -> lis
              for title, url, outlet in items]
     text = "\n".join(lines)
     return [Reply(content=piece) for piece in split_message(text)] if text else []
+
+
+def render_story(topic: str, summary: Answer, *, title: str, url: str | None,
+                 also_reported_by: Sequence[str] = ()) -> Reply:
+    """A followed topic's new story: what happened, quoted from the article with its citation, and
+    the source line (title, outlet, date, link, other outlets that ran it)."""
+    embed = discord.Embed(title=clip(title, EMBED_TITLE_LIMIT), url=url if url and url.startswith("http") else None,
+                          colour=_ACCENT)
+    lines = [source_line(dataclasses.replace(c, also_reported_by=(*c.also_reported_by, *also_reported_by)))
+             for c in summary.citations]
+    sources = "\n".join(_fit_lines(lines, 1200, "sources"))
+    embed.description = clip(safe_text(summary.text), EMBED_DESCRIPTION_LIMIT - len(sources) - 2) + "\n\n" + sources
+    embed.set_footer(text=clip(f"Following: {topic}", 2048))
+    return Reply(content=f"📌 New on *{safe_text(clip(topic, 200))}*", embed=embed)
+
+
+def render_catch_up(topic: str, items: Sequence[ArticleMeta], *, cap: int) -> Reply:
+    """Stories a channel's hourly cap kept back, as one message of links (no previews)."""
+    noun = "story" if len(items) == 1 else "stories"
+    head = (f"📌 {len(items)} more {noun} on *{safe_text(clip(topic, 200))}* "
+            f"(kept back: this channel gets at most {cap} an hour)")
+    lines = [f"• {link(clip(source_label(m.title, m.outlet, m.published), 250), m.url, unfurl=False)}" for m in items]
+    return Reply(content=head + "\n" + "\n".join(_fit_lines(lines, MESSAGE_LIMIT - len(head) - 1, "stories")))
+
+
+def render_follows(follows: Sequence[Follow]) -> list[Reply]:
+    """A server's follows: topic, level and channel each."""
+    if not follows:
+        return [Reply(content="This server follows no topics yet. Add one with `/follow`.")]
+    lines = [f"• *{safe_text(clip(f.topic, 200))}* ({f.level}) → <#{f.channel_id}>" for f in follows]
+    embed = discord.Embed(title="Follows", description="\n".join(_fit_lines(lines, EMBED_DESCRIPTION_LIMIT, "follows")),
+                          colour=_ACCENT)
+    return [Reply(embed=embed)]
 
 
 def render_note(text: str) -> Reply:

@@ -208,7 +208,8 @@ def test_slash_commands_are_synced_with_their_options(emulator, bot_config, serv
     with_bot(emulator, bot_config, service, scenario)
     (sync,) = emulator.find("PUT", f"/applications/{emulator.application_id}/commands")
     commands = {c["name"]: c for c in sync.body}
-    assert set(commands) == {"ask", "summary", "search", "status", "feeds", "ingest", "expire", "remove"}
+    assert set(commands) == {"ask", "summary", "search", "status", "feeds", "ingest", "expire", "remove", "follow",
+                             "follows", "unfollow"}
     assert all(c["dm_permission"] is False for c in commands.values())
     assert all(c["description"] and len(c["description"]) <= 100 for c in commands.values())
 
@@ -232,7 +233,7 @@ def test_dev_guilds_get_their_commands_instantly(emulator, bot_config, service):
     with_bot(emulator, bot_config, service, lambda bot: asyncio.sleep(0))
     (sync,) = emulator.find("PUT", "/applications/")
     assert sync.path == f"/applications/{emulator.application_id}/guilds/{emulator.guild_ids[0]}/commands"
-    assert len(sync.body) == 8
+    assert len(sync.body) == 11
 
 
 def test_ask_defers_then_answers_with_links_to_the_articles(emulator, bot_config, indexed):

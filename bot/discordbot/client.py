@@ -19,6 +19,7 @@ from bot.discordbot.ask import ChannelQuestions
 from bot.discordbot.delivery import AnnouncementDelivery
 from bot.discordbot.commands import MemberCommands
 from bot.discordbot.digest import DailyDigest, parse_clock
+from bot.discordbot.follows import FollowCommands
 from bot.discordbot.endpoints import point_at
 from bot.discordbot.polling import FeedPolling
 from bot.discordbot.ratelimit import RequestLimits
@@ -60,9 +61,13 @@ class NewsBot:
         await self.add_cog(MemberCommands(self))
         await self.add_cog(AdminCommands(self))
         await self.add_cog(ChannelQuestions(self))
-        # One process polls the feeds and posts their headlines itself; with workers polling, each bot
-        # process posts the announcements of the servers on its shards.
-        await self.add_cog(FeedPolling(self) if self.config.feeds.poll_in_bot else AnnouncementDelivery(self))
+        await self.add_cog(FollowCommands(self))
+        # One process polls the feeds and posts their headlines itself; with workers polling, they
+        # queue headlines in the outbox. Either way each bot process posts what the outbox holds for
+        # the servers on its shards: follows' matches, and the workers' headlines.
+        if self.config.feeds.poll_in_bot:
+            await self.add_cog(FeedPolling(self))
+        await self.add_cog(AnnouncementDelivery(self))
         settings = self.config.discord
         if settings.digest_time and settings.digest_channel:
             digest = DailyDigest(self, at=parse_clock(settings.digest_time), channel_id=settings.digest_channel)

@@ -1,7 +1,9 @@
-"""Posting the headlines that feed workers announce ([feeds] poll_in_bot = false).
+"""Posting what the outbox holds: follows' matches, and the headlines that feed workers announce
+([feeds] poll_in_bot = false).
 
-Workers queue announcements in the store's outbox; each bot process takes those of the servers on
-its own shards, under a lease, posts them and marks them sent. A process killed after taking some
+Ingest queues a follow's matches in the store's outbox, as workers queue headlines; each bot
+process takes those of the servers on its own shards, under a lease, posts them (a channel's
+matches as bot.follow_delivery plans them) and marks them sent. A process killed after taking some
 leaves them to the next holder of those shards once the lease runs out: it posts them again with
 the same nonce, which Discord matches within a few minutes (enforce_nonce) to the message the dead
 process may have sent already. So a kill lands on the "at least once" side, and the nonce turns
@@ -21,7 +23,8 @@ from discord.ext import commands, tasks
 from bot.discordbot.polling import headline_items
 from bot.discordbot.replies import send_to
 from bot.feeds import this_process
-from bot.render import render_headlines
+from bot.follow_delivery import HOUR, CatchUp, ChannelPlan, Story, plan_channel
+from bot.render import Reply, render_catch_up, render_headlines, render_story
 from index.store import Announcement, StoreError
 
 if TYPE_CHECKING:
@@ -35,8 +38,9 @@ REPLICA_PATIENCE = timedelta(minutes=5)
 
 
 class AnnouncementDelivery(commands.Cog):
-    def __init__(self, bot: NewsBot, *, every: float = CHECK_SECONDS) -> None:
-        self.bot = bot
+    def __init__(self, bot: NewsBot, *, every: float = CHECK_SECONDS, cap_window: timedelta = HOUR) -> None:
+        """`cap_window`: the period [follows] max_posts_per_hour counts over (shorter in tests)."""
+        self.bot, self.cap_window = bot, cap_window
         self.outbox = bot.service.store.outbox
         self.holder = this_process()
         self.lease = timedelta(seconds=bot.config.discord.delivery_lease_seconds)
@@ -61,15 +65,66 @@ class AnnouncementDelivery(commands.Cog):
             return 0
         self._unavailable = False
         posted = 0
+        matches: dict[int, list[Announcement]] = {}
         for announcement in taken:
-            posted += await self._post(announcement)
+            if announcement.follow_id:
+                matches.setdefault(announcement.channel_id, []).append(announcement)
+            else:
+                posted += await self._post(announcement)
+        for channel_id, found in matches.items():
+            try:
+                posted += await self._post_matches(channel_id, found)
+            except StoreError as exc:
+                self._report_outage(exc)  # what was taken comes back when the lease ends
         return posted
 
-    async def _post(self, announcement: Announcement) -> bool:
-        channel = self.bot.get_channel(announcement.channel_id)
+    async def _post_matches(self, channel_id: int, matches: list[Announcement]) -> int:
+        """One channel's follow matches, as plan_channel folds and caps them; returns the messages posted."""
+        service, cap = self.bot.service, self.bot.config.follows.max_posts_per_hour
+        now = datetime.now(timezone.utc)
+
+        def plan() -> ChannelPlan:
+            follows = {f.id: f for f in service.store.follows.follows(guild_id=matches[0].guild_id)}
+            ledes = service.store.lede_vectors([m.article_ids[0] for m in matches])
+            posted = self.outbox.posts_since(channel_id, now - self.cap_window)
+            return plan_channel(matches, follows, posted, ledes=ledes, cap=cap, now=now, window=self.cap_window)
+
+        plan = await asyncio.to_thread(plan)
+        if plan.hold:
+            await asyncio.to_thread(self.outbox.hold, plan.hold, until=plan.until)
+        channel = self._channel(channel_id)
+        posted = 0
+        for unit in plan.posts:
+            reply = await asyncio.to_thread(follow_reply, service, unit, cap=cap)
+            if reply is None:
+                if any(_age(m) < REPLICA_PATIENCE for m in unit.matches):
+                    continue  # a read replica behind: tried again when the lease ends
+            else:
+                try:
+                    await send_to(channel, [reply], nonce=f"nf{unit.matches[0].id}")
+                except discord.HTTPException as exc:
+                    if exc.status == 429 or exc.status >= 500:
+                        continue  # Discord's trouble: the lease runs out and it is tried again
+                    # A channel that is gone or closed to the bot: posting again would not help.
+                    log.warning("could not post follow %s in channel %s: %s", unit.follow.id, channel_id, exc)
+                else:
+                    await asyncio.to_thread(self.outbox.record_post, channel_id)
+                    posted += 1
+            for match in unit.matches:
+                await asyncio.to_thread(self.outbox.mark_sent, match.id)
+        for match_id in plan.dropped:
+            await asyncio.to_thread(self.outbox.mark_sent, match_id)
+        return posted
+
+    def _channel(self, channel_id: int) -> discord.abc.Messageable:
+        channel = self.bot.get_channel(channel_id)
         if not isinstance(channel, discord.abc.Messageable):
             # Not in this process's cache (a config feed whose server is not known): REST still reaches it.
-            channel = self.bot.get_partial_messageable(announcement.channel_id)
+            channel = self.bot.get_partial_messageable(channel_id)
+        return channel
+
+    async def _post(self, announcement: Announcement) -> bool:
+        channel = self._channel(announcement.channel_id)
         try:
             items = await asyncio.to_thread(headline_items, self.bot.service, announcement)
             if len(items) < len(announcement.article_ids) and _age(announcement) < REPLICA_PATIENCE:
@@ -97,6 +152,23 @@ class AnnouncementDelivery(commands.Cog):
         if not self._unavailable:
             log.warning("announcements wait: %s", exc)
         self._unavailable = True
+
+
+def follow_reply(service, unit: Story | CatchUp, *, cap: int) -> Reply | None:
+    """The message for a story (what happened, quoted and cited, with the outlets of copies folded
+    into it) or for a follow's kept-back matches; None if its articles are gone from the store."""
+    if isinstance(unit, CatchUp):
+        found = [service.article(article_id) for article_id in unit.article_ids]
+        metas = [meta for meta, _ in filter(None, found)]
+        return render_catch_up(unit.follow.topic, metas, cap=cap) if metas else None
+    found = service.article(unit.article_id)
+    if found is None:
+        return None
+    meta, text = found
+    copies = [service.article(article_id) for article_id in unit.folded]
+    also = [copy[0].outlet for copy in copies if copy and copy[0].outlet and copy[0].outlet != meta.outlet]
+    return render_story(unit.follow.topic, service.story_summary(meta, text), title=meta.title, url=meta.url,
+                        also_reported_by=also)
 
 
 def _age(announcement: Announcement) -> timedelta:
