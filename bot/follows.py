@@ -142,13 +142,19 @@ class FollowMatcher:
         self.thresholds = thresholds(threshold)
         self._topics: dict[tuple[int, str], Topic] = {}
 
-    def run(self, added: Sequence[tuple[Article, np.ndarray]]) -> list[Announcement]:
-        follows = self.registry.follows() if added else []
+    def run(self, added: Sequence[tuple[Article, np.ndarray]], *,
+            follows: Sequence[Follow] | None = None) -> list[Announcement]:
+        """The matches of `added` (articles with their chunk vectors) for `follows` (default: every
+        follow in the registry, read once for the batch)."""
+        if not added:
+            return []
+        follows = list(self.registry.follows() if follows is None else follows)
         if not follows:
             return []
         # Parsed once per follow; a removed follow's entry goes with the next batch.
-        self._topics = {(f.id, f.topic): self._topics.get((f.id, f.topic)) or Topic.parse(f.topic) for f in follows}
-        scorer = FollowScorer(list(self._topics.values()), np.stack([f.vector for f in follows]))
+        known = self._topics
+        self._topics = {(f.id, f.topic): known.get((f.id, f.topic)) or Topic.parse(f.topic) for f in follows}
+        scorer = FollowScorer([self._topics[(f.id, f.topic)] for f in follows], np.stack([f.vector for f in follows]))
         limits = np.array([self.thresholds.get(f.level, self.thresholds["normal"]) for f in follows])
         matches = []
         for article, chunk_vectors in added:

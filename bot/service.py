@@ -20,21 +20,25 @@ from bot.answer_types import Answer, SearchResult
 from bot.answerability import AnswerabilityCheck, Verdict
 from bot.config import Config
 from bot.extractive import ExtractiveAnswerer
+from bot.feeds import guild_collection
 from bot.follows import FollowMatcher, Topic
 from bot.summarize import ArticleSummarizer, DigestWriter, TopicSummarizer
-from index.article import DEFAULT_COLLECTION, ArticleMeta
+from index.article import DEFAULT_COLLECTION, Article, ArticleMeta
 from index.chunk import Chunker
 from index.embed import Embedder, backend_of, load_embedder, new_index_backend
-from index.ingest import Ingestor, IngestReport
+from index.ingest import Ingestor, IngestReport, embed_text
 from index.retrieve import Hit, RetrievalMode, Retriever
 from index.sources.common import one_line
 from index.sources.fetch import FetchLimits
-from index.store import Announcement, Follow, NewsStore, SearchFilters, open_store, recorded_model_name
+from index.store import (
+    Announcement, Follow, NewsStore, SearchFilters, embed_key, open_store, recorded_model_name,
+)
 from index.timefilter import time_filter_in
 
 log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 1000
+BACKFILL_ARTICLES = 500  # a new follow's `since` looks at the newest of these at most
 NOTHING_ANSWERS = "I found nothing in the indexed news that answers this."
 NOTHING_ON_TOPIC = "I found nothing in the indexed news about that."
 
@@ -264,11 +268,32 @@ class NewsService:
             return self.ingestor.run(loader.run(sources), collection=collection, progress=progress, announce=announce)
 
     def follow(self, topic: Topic, *, guild_id: int, channel_id: int, level: str = "normal", created_by: int = 0,
-               limit: int = 50) -> Follow:
-        """A new follow of the server, its topic's meaning embedded once; ValueError when the registry refuses it."""
+               limit: int = 50, since: datetime | None = None) -> tuple[Follow, int]:
+        """A new follow of the server, its topic's meaning embedded once; ValueError when the registry
+        refuses it. With `since`, the server's articles stored since then are matched too (the
+        newest BACKFILL_ARTICLES at most); returns the follow and how many of those matched."""
         vector = self.embedder.encode([topic.meaning])[0]
-        return self.store.follows.add(guild_id=guild_id, channel_id=channel_id, topic=topic.text, vector=vector,
-                                      level=level, created_by=created_by, limit=limit)
+        follow = self.store.follows.add(guild_id=guild_id, channel_id=channel_id, topic=topic.text, vector=vector,
+                                        level=level, created_by=created_by, limit=limit)
+        if since is None:
+            return follow, 0
+        own = guild_collection(guild_id)  # what the follow sees: the shared news and its server's own
+        filters = SearchFilters(since=since, collections=(DEFAULT_COLLECTION, own))
+        stored = [self._with_vectors(meta, text, own)
+                  for meta, text in self.store.recent_articles(filters, limit=BACKFILL_ARTICLES)]
+        matches = self.ingestor.matcher.run([found for found in stored if found is not None], follows=[follow])
+        for match in matches:
+            self.store.outbox.add(match)
+        return follow, len(matches)
+
+    def _with_vectors(self, meta: ArticleMeta, text: str, collection: str) -> tuple[Article, np.ndarray] | None:
+        """A stored article with its chunk vectors, from the embedding cache as ingest keyed them
+        (chunked again the same way); None if some are missing (a store built with other settings)."""
+        article = Article(id=meta.id, title=meta.title, text=text, url=meta.url, outlet=meta.outlet,
+                          published=meta.published, collection=collection)
+        keys = [embed_key(self.store.model_name, embed_text(article, c.text)) for c in self.ingestor.chunker.run(article)]
+        vectors = self.store.cached_vectors(keys)
+        return (article, np.stack([vectors[k] for k in keys])) if all(k in vectors for k in keys) else None
 
     def article(self, article_id: str):
         """(metadata, text) of a stored article, or None."""

@@ -233,3 +233,24 @@ def callback_choices(emulator, interaction) -> list[dict]:
     from test_discord_bot import callback
 
     return callback(emulator, interaction).body["data"]["choices"]
+
+
+def test_a_follow_since_a_time_posts_the_matching_stories_already_indexed(emulator, follow_config, indexed):
+    general = emulator.channel("general")
+    sent = {}
+
+    async def scenario(bot):
+        sent["bad"] = await emulator.interaction("follow", {"topic": TOPIC, "since": "the day after"},
+                                                 **admin(emulator))
+        sent["ok"] = await emulator.interaction("follow", {"topic": '"river valley" floods evacuation', "since": "24h"},
+                                                **admin(emulator))
+        await emulator.wait_for("POST", f"/channels/{general}/messages")
+        await asyncio.sleep(2.5)
+
+    with_bot(emulator, follow_config, indexed, scenario)
+    from test_discord_bot import callback
+
+    assert callback(emulator, sent["bad"]).body["data"]["content"].startswith("Can't read the date 'the day after'")
+    assert "1 already indexed since 24h matched" in followups(emulator, sent["ok"])[0].body["content"]
+    (story,) = posts_in(emulator, general)  # the indexed flood story; the others lack "river valley"
+    assert story["embeds"][0]["url"] == ARTICLES[1]["url"]

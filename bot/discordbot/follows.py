@@ -17,6 +17,7 @@ from discord.ext import commands
 from bot.discordbot.errors import NotAdmin, UserError
 from bot.discordbot.permissions import member_is_admin
 from bot.discordbot.replies import send_followups
+from bot.discordbot.scope import filters_for
 from bot.follows import Topic
 from bot.render import clip, render_follows, render_note, safe_text
 from index.store import FOLLOW_LEVELS
@@ -52,13 +53,16 @@ class FollowCommands(commands.Cog):
     @app_commands.describe(
         topic='What to follow, e.g. Iran nuclear talks; "quoted words" must appear, -word must not',
         channel="Where to post them (default: here)", level="How close a story must be (default: normal)",
+        since="Also post matching stories already indexed since then, e.g. 24h, 3d, monday",
     )
     @app_commands.choices(level=LEVELS)
     @app_commands.guild_only()
     async def follow(self, interaction: discord.Interaction, *, topic: TopicText,
-                     channel: discord.TextChannel | None = None, level: str = "normal") -> None:
-        """The topic and the channel are checked before deferring, so a mistake gets its answer at once."""
+                     channel: discord.TextChannel | None = None, level: str = "normal",
+                     since: app_commands.Range[str, 1, 40] | None = None) -> None:
+        """The options are checked before deferring, so a mistake gets its answer at once."""
         parsed = topic_from(topic)
+        start = filters_for(interaction.guild_id, since=since).since
         target = channel or interaction.channel
         if not isinstance(target, discord.TextChannel):
             raise UserError("Name a text channel to post the stories in.")
@@ -68,14 +72,16 @@ class FollowCommands(commands.Cog):
                             "Embed Links there.")
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            follow = await asyncio.to_thread(
+            follow, backfilled = await asyncio.to_thread(
                 self.bot.service.follow, parsed, guild_id=interaction.guild_id, channel_id=target.id, level=level,
-                created_by=interaction.user.id, limit=self.bot.config.follows.max_per_server,
+                created_by=interaction.user.id, limit=self.bot.config.follows.max_per_server, since=start,
             )
         except ValueError as exc:
             raise UserError(str(exc)) from None
         text = (f"Following *{safe_text(clip(follow.topic, 200))}* ({follow.level}): new stories on it will be "
                 f"posted in {target.mention}, at most {self.bot.config.follows.max_posts_per_hour} an hour.")
+        if start is not None:
+            text += f" {backfilled} already indexed since {safe_text(since.strip())} matched: they come first."
         await send_followups(interaction, [render_note(text)], ephemeral=True)
 
     @app_commands.command(name="follows", description="The topics this server follows (admins only).")
