@@ -128,3 +128,41 @@ def test_the_follow_eval_replays_labelled_news_against_the_keyword_baseline(tmp_
     assert result["follows"]["per_label"]["crude"]["recall"] == 1.0
     assert [row["threshold"] for row in result["curve"]] == sorted(row["threshold"] for row in result["curve"])
     assert "crude" in follow_lines(result)
+
+
+def test_with_the_bundled_model_a_follow_matches_its_topic_and_not_its_neighbours(tmp_path):
+    """Real model, real store, real labelled news: ingest queues matches for the crude oil follow
+    from crude stories only (Reuters' own labels), and for the athletics follow from BBC sport
+    only (the corpus's first sport stories are athletics)."""
+    from conftest import shared_data
+
+    from bot.config import Config
+    from bot.service import NewsService
+    from index.article import make_article_id
+    from index.store import Shards
+
+    rows = [json.loads(line) for line in shared_data("reuters/corpus.jsonl").open(encoding="utf-8")]
+    crude = [r for r in rows if r.get("topics") == ["crude"]][:12]
+    others = [r for r in rows if r.get("topics") in (["cocoa"], ["coffee"], ["gold"])][:12]
+    sport = [json.loads(line) for line in shared_data("bbc/corpus.jsonl").open(encoding="utf-8")
+             if '"category": "sport"' in line][:6]
+    news = tmp_path / "news.jsonl"
+    news.write_text("".join(json.dumps({**r, "url": f"https://wire.test/{r['id']}"}) + "\n"
+                            for r in crude + others + sport), encoding="utf-8")
+    config = Config(base_dir=tmp_path)
+    config.index.dir = str(tmp_path / "data")
+    config.follows.delivery_window_minutes = 0
+    service = NewsService(config)
+    try:
+        oil, _ = service.follow(Topic.parse("crude oil prices and production"), guild_id=1, channel_id=10)
+        athletics, _ = service.follow(Topic.parse("athletics world records and races"), guild_id=1, channel_id=10)
+        report = service.ingest([str(news)])
+        assert len(report.added) == len(crude + others + sport)
+        queued = service.store.outbox.take(holder="test", shards=Shards(), lease=timedelta(minutes=1), limit=100)
+    finally:
+        service.store.close()
+    label = {make_article_id(url=f"https://wire.test/{r['id']}"): "crude" if r in crude else "sport" if r in sport
+             else "other" for r in crude + others + sport}
+    matched = {(m.follow_id, label[m.article_ids[0]]) for m in queued}
+    assert (oil.id, "crude") in matched and (athletics.id, "sport") in matched
+    assert matched <= {(oil.id, "crude"), (athletics.id, "sport")}
