@@ -56,7 +56,7 @@ class Ingests(Protocol):
 
     def ingest(
         self, sources: list[str], *, collection: str = DEFAULT_COLLECTION, progress: bool = False,
-        untrusted: bool = False, announce: Announcement | None = None,
+        untrusted: bool = False, announce: Announcement | None = None, backlog: bool = False,
     ) -> IngestReport: ...
 
 
@@ -96,7 +96,8 @@ class FeedPoller:
 
     async def _poll(self, feed: Feed) -> PollResult:
         # Feeds a server added came from its members; config feeds from the operator.
-        options = {"collection": feed.collection, "untrusted": feed.collection != DEFAULT_COLLECTION}
+        options = {"collection": feed.collection, "untrusted": feed.collection != DEFAULT_COLLECTION,
+                   "backlog": feed.last_polled is None}
         if self.announce and feed.channel_id and feed.last_polled is not None:  # a first poll is the backlog
             options["announce"] = Announcement(guild_of(feed), feed.channel_id, ())
         try:

@@ -53,6 +53,10 @@ class CatchUp:
         return tuple(dict.fromkeys(m.article_ids[0] for m in self.matches))
 
 
+class Headlines(CatchUp):
+    """A headline-format follow's new matches (a feed announced as headlines): one list of links."""
+
+
 @dataclass
 class ChannelPlan:
     posts: list[Story | CatchUp] = field(default_factory=list)
@@ -68,12 +72,15 @@ def plan_channel(matches: Sequence[Announcement], follows: Mapping[int, Follow],
     plan = ChannelPlan()
     fresh: list[Story] = []
     kept_back: dict[int, list[Announcement]] = {}
+    listed: dict[int, list[Announcement]] = {}
     for match in matches:
         follow = follows.get(match.follow_id)
         if follow is None:
             plan.dropped.append(match.id)
         elif match.held:
             kept_back.setdefault(follow.id, []).append(match)
+        elif follow.format == "headline":
+            listed.setdefault(follow.id, []).append(match)
         else:
             _add_to_stories(fresh, follow, match, ledes)
     waiting: list[Story | CatchUp] = [
@@ -81,7 +88,8 @@ def plan_channel(matches: Sequence[Announcement], follows: Mapping[int, Follow],
         else Story(follows[follow_id], tuple(group))
         for follow_id, group in kept_back.items()
     ]
-    units = waiting + fresh  # what waited longest goes first
+    units = waiting + [Headlines(follows[f], tuple(group)) for f, group in listed.items()] + fresh
+    # what waited longest goes first
     room = max(cap - len(posted), 0)
     plan.posts = units[:room]
     for unit in units[room:]:

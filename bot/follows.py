@@ -21,6 +21,7 @@ from bot.feeds import guild_collection
 from index.article import DEFAULT_COLLECTION, Article
 from index.sources.common import one_line
 from index.store import FOLLOW_LEVELS, Announcement, Follow, FollowRegistry
+from index.urls import redact_url
 
 MAX_TOPIC_CHARS = 200
 # score = the topic's mean cosine over the article's passages + LEXICAL_WEIGHT × the share of the
@@ -81,6 +82,15 @@ class Topic:
             raise ValueError("Say what to follow, not only what to leave out: e.g. `Iran -football`.")
         return cls(text, " ".join(words), tuple(required), tuple(excluded))
 
+    @classmethod
+    def every_story(cls) -> Topic:
+        """A feed's announcements without a filter: each of its new items matches."""
+        return cls("", "", (), ())
+
+    @classmethod
+    def of(cls, follow: Follow) -> Topic:
+        return cls.parse(follow.topic) if follow.topic else cls.every_story()
+
     @property
     def stems(self) -> frozenset[str]:
         return frozenset(content_stems(self.meaning))
@@ -96,9 +106,12 @@ def contains_words(haystack: str, needle: str) -> bool:
     return re.search(pattern, haystack) is not None
 
 
-def sees(follow: Follow, collection: str) -> bool:
-    """A follow sees what its server's questions see: the shared news and the server's own."""
-    return collection == DEFAULT_COLLECTION or collection == guild_collection(follow.guild_id)
+def sees(follow: Follow, article: Article, *, backlog: bool = False) -> bool:
+    """A follow sees what its server's questions see: the shared news and the server's own. A
+    feed's follow sees only that feed's items, and not its backlog (a feed's first read is not news)."""
+    if article.collection not in (DEFAULT_COLLECTION, guild_collection(follow.guild_id)):
+        return False
+    return not follow.feed_url or (not backlog and article.source == redact_url(follow.feed_url))
 
 
 class FollowScorer:
@@ -126,6 +139,9 @@ class FollowScorer:
             if not topic.allows(haystack):
                 scores[row] = -np.inf
                 continue
+            if not topic.meaning:
+                scores[row] = np.inf  # Topic.every_story
+                continue
             share = len(stems & words) / len(stems) if stems else 0.0
             scores[row] = dense[row] + LEXICAL_WEIGHT * share
         return scores
@@ -142,10 +158,10 @@ class FollowMatcher:
         self.thresholds = thresholds(threshold)
         self._topics: dict[tuple[int, str], Topic] = {}
 
-    def run(self, added: Sequence[tuple[Article, np.ndarray]], *,
-            follows: Sequence[Follow] | None = None) -> list[Announcement]:
+    def run(self, added: Sequence[tuple[Article, np.ndarray]], *, follows: Sequence[Follow] | None = None,
+            backlog: bool = False) -> list[Announcement]:
         """The matches of `added` (articles with their chunk vectors) for `follows` (default: every
-        follow in the registry, read once for the batch)."""
+        follow in the registry, read once for the batch); `backlog`: a feed's first read."""
         if not added:
             return []
         follows = list(self.registry.follows() if follows is None else follows)
@@ -153,12 +169,12 @@ class FollowMatcher:
             return []
         # Parsed once per follow; a removed follow's entry goes with the next batch.
         known = self._topics
-        self._topics = {(f.id, f.topic): known.get((f.id, f.topic)) or Topic.parse(f.topic) for f in follows}
+        self._topics = {(f.id, f.topic): known.get((f.id, f.topic)) or Topic.of(f) for f in follows}
         scorer = FollowScorer([self._topics[(f.id, f.topic)] for f in follows], np.stack([f.vector for f in follows]))
         limits = np.array([self.thresholds.get(f.level, self.thresholds["normal"]) for f in follows])
         matches = []
         for article, chunk_vectors in added:
-            among = [i for i, follow in enumerate(follows) if sees(follow, article.collection)]
+            among = [i for i, follow in enumerate(follows) if sees(follow, article, backlog=backlog)]
             scores = scorer.run(article, chunk_vectors, among)
             for index, score in zip(among, scores):
                 if score >= limits[index]:

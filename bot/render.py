@@ -349,10 +349,19 @@ def render_follows(follows: Sequence[Follow]) -> list[Reply]:
     """A server's follows: topic, level and channel each."""
     if not follows:
         return [Reply(content="This server follows no topics yet. Add one with `/follow`.")]
-    lines = [f"• *{safe_text(clip(f.topic, 200))}* ({f.level}) → <#{f.channel_id}>" for f in follows]
+    lines = [_follow_line(f) for f in follows]
     embed = discord.Embed(title="Follows", description="\n".join(_fit_lines(lines, EMBED_DESCRIPTION_LIMIT, "follows")),
                           colour=_ACCENT)
     return [Reply(embed=embed)]
+
+
+def _follow_line(follow: Follow) -> str:
+    """A follow: its topic and level, or the feed whose items it announces, and where they go."""
+    topic = f"*{safe_text(clip(follow.topic, 200))}*" if follow.topic else "every new item"
+    if follow.feed_url:
+        shown = redact_url(follow.feed_url)
+        return f"• {topic} of {link(clip(shown, 200), shown, unfurl=False)} ({follow.format}s) → <#{follow.channel_id}>"
+    return f"• {topic} ({follow.level}) → <#{follow.channel_id}>"
 
 
 def render_note(text: str) -> Reply:

@@ -258,23 +258,28 @@ class NewsService:
 
     def ingest(
         self, sources: list[str], *, collection: str = DEFAULT_COLLECTION, progress: bool = False, untrusted: bool = False,
-        announce: Announcement | None = None,
+        announce: Announcement | None = None, backlog: bool = False,
     ) -> IngestReport:
         """Reads and indexes sources. `untrusted` sources came from server members (Discord): they
         may only be URLs, fetched with the private-address guard. With `announce`, the new articles'
-        headlines are queued for that channel with the articles themselves."""
+        headlines are queued for that channel with the articles themselves. `backlog`: the first
+        read of a feed, whose old items its own announcements (a follow of the feed) skip."""
         loader = self.guarded_loader if untrusted else self.loader
         with self._write_lock:
-            return self.ingestor.run(loader.run(sources), collection=collection, progress=progress, announce=announce)
+            return self.ingestor.run(loader.run(sources), collection=collection, progress=progress, announce=announce,
+                                     backlog=backlog)
 
     def follow(self, topic: Topic, *, guild_id: int, channel_id: int, level: str = "normal", created_by: int = 0,
-               limit: int = 50, since: datetime | None = None) -> tuple[Follow, int]:
-        """A new follow of the server, its topic's meaning embedded once; ValueError when the registry
-        refuses it. With `since`, the server's articles stored since then are matched too (the
-        newest BACKFILL_ARTICLES at most); returns the follow and how many of those matched."""
-        vector = self.embedder.encode([topic.meaning])[0]
+               limit: int = 50, since: datetime | None = None, feed_url: str = "",
+               format: str = "summary") -> tuple[Follow, int]:
+        """A new follow of the server (of one feed's items, with `feed_url`), its topic's meaning
+        embedded once; ValueError when the registry refuses it. With `since`, the server's articles
+        stored since then are matched too (the newest BACKFILL_ARTICLES at most); returns the
+        follow and how many of those matched."""
+        vector = self.embedder.encode([topic.meaning])[0] if topic.meaning else np.zeros(self.embedder.dim, np.float32)
         follow = self.store.follows.add(guild_id=guild_id, channel_id=channel_id, topic=topic.text, vector=vector,
-                                        level=level, created_by=created_by, limit=limit)
+                                        level=level, created_by=created_by, limit=limit, feed_url=feed_url,
+                                        format=format)
         if since is None:
             return follow, 0
         own = guild_collection(guild_id)  # what the follow sees: the shared news and its server's own

@@ -69,7 +69,8 @@ class ArticleMatcher(Protocol):
     """Told of each batch's new articles with their chunk vectors, inside the batch's transaction:
     returns announcements to queue with them (bot.follows.FollowMatcher: topic follows' matches)."""
 
-    def run(self, added: Sequence[tuple[Article, np.ndarray]]) -> list[Announcement]: ...
+    def run(self, added: Sequence[tuple[Article, np.ndarray]], *, backlog: bool = False) -> list[Announcement]:
+        """`backlog`: the articles are a feed's first read, its old items, which announce nothing."""
 
 
 @dataclass(frozen=True)
@@ -158,10 +159,10 @@ class Ingestor:
 
     def run(
         self, items: Iterable[Article | Failure], *, collection: str | None = None, progress: bool = False,
-        announce: Announcement | None = None,
+        announce: Announcement | None = None, backlog: bool = False,
     ) -> IngestReport:
         """Ingest `items`; with `announce` (a guild and channel), each batch that adds articles queues
-        their headlines there, with the batch."""
+        their headlines there, with the batch. `backlog`: a feed's first read (see ArticleMatcher)."""
         report = IngestReport()
         started = time.perf_counter()
         bar = tqdm(items, desc="ingest", unit=" articles", file=sys.stderr, disable=not progress, dynamic_ncols=True,
@@ -176,11 +177,11 @@ class Ingestor:
                         batch.add(self._prepare(item.with_collection(collection) if collection else item, batch))
                     # Re-read items (a poll's) add no chunks, but their folds are writes too.
                     if batch.chunks >= self.batch_chunks or len(batch.items) >= MAX_BATCH_ITEMS:
-                        self._write(writer, batch, report, announce)
+                        self._write(writer, batch, report, announce, backlog)
                         batch = _Batch()
                     bar.set_postfix(added=len(report.added) + batch.new, dup=len(report.duplicates),
                                     failed=len(report.failed), refresh=False)
-                self._write(writer, batch, report, announce)
+                self._write(writer, batch, report, announce, backlog)
             except KeyboardInterrupt:
                 report.interrupted = True  # the batch in hand is dropped; committed ones stay
             finally:
@@ -225,7 +226,8 @@ class Ingestor:
             report.embedded += len(missing)
         return vectors
 
-    def _write(self, writer: StoreWriter, batch: _Batch, report: IngestReport, announce: Announcement | None) -> None:
+    def _write(self, writer: StoreWriter, batch: _Batch, report: IngestReport, announce: Announcement | None,
+               backlog: bool) -> None:
         if not batch.items:
             return
         vectors = self._vectors(batch, report)
@@ -256,7 +258,8 @@ class Ingestor:
         if announce is not None and added:
             writer.add_announcement(dataclasses.replace(announce, article_ids=tuple(i.article.id for i, _ in added)))
         if self.matcher is not None and added:
-            for match in self.matcher.run([(item.article, chunk_vectors) for item, chunk_vectors in added]):
+            for match in self.matcher.run([(item.article, chunk_vectors) for item, chunk_vectors in added],
+                                          backlog=backlog):
                 writer.add_announcement(match)
         writer.commit()
         report.added += [item.article.id for item, _ in added]

@@ -254,3 +254,38 @@ def test_a_follow_since_a_time_posts_the_matching_stories_already_indexed(emulat
     assert "1 already indexed since 24h matched" in followups(emulator, sent["ok"])[0].body["content"]
     (story,) = posts_in(emulator, general)  # the indexed flood story; the others lack "river valley"
     assert story["embeds"][0]["url"] == ARTICLES[1]["url"]
+
+
+def test_a_feed_with_a_filter_announces_only_its_matching_new_items_in_its_format(emulator, follow_config, indexed):
+    general = emulator.channel("general")
+    flood_feed = [("Old harbour story", "https://a.test/old", "The harbour board met on Monday to discuss fees.")]
+    harbour_feed = [("Old flood story", "https://b.test/old", "River floods and an evacuation last year.")]
+    sent = {}
+
+    async def scenario(bot):
+        async with FeedServer(flood_feed) as a_url, FeedServer(harbour_feed) as b_url:
+            sent["a"] = await emulator.interaction("feeds", {"url": a_url, "channel": emulator.channels[general],
+                                                             "filter": TOPIC, "format": "summary"},
+                                                   subcommand="add", **admin(emulator))
+            sent["b"] = await emulator.interaction("feeds", {"url": b_url, "channel": emulator.channels[general],
+                                                             "filter": "harbour crane contract", "format": "headline"},
+                                                   subcommand="add", **admin(emulator))
+            for _ in range(1000):  # both first polls (their backlogs) run in the background
+                feeds = bot.feeds.feeds(collections=[f"guild:{emulator.guild_ids[0]}"])
+                if len(feeds) == 2 and all(f.last_polled for f in feeds):
+                    break
+                await asyncio.sleep(0.01)
+            # New items in both: each feed announces only those on its own filter.
+            flood_feed[:] = [FLOOD, ("Market prices steady", "https://a.test/market", "Market prices held steady.")]
+            harbour_feed[:] = [HARBOUR, ("Flood warning", "https://b.test/flood", FLOOD[2])]
+            await bot.get_cog("FeedPolling").poller.run(feeds=feeds)
+            await emulator.wait_for("POST", f"/channels/{general}/messages", count=2)
+            await asyncio.sleep(2.5)
+
+    with_bot(emulator, follow_config, indexed, scenario)
+    assert "as summaries" in followups(emulator, sent["a"])[0].body["content"]
+    story, headlines = sorted(posts_in(emulator, general), key=lambda body: bool(body.get("embeds")), reverse=True)
+    assert story["embeds"][0]["url"] == FLOOD[1] and "[1]" in story["embeds"][0]["description"]
+    assert HARBOUR[1] in headlines["content"] and "a.test" not in headlines["content"]
+    assert "b.test/flood" not in headlines["content"] and not headlines.get("embeds")
+    assert_within_limits(emulator)

@@ -186,10 +186,12 @@ class IngestingService:
     def __init__(self):
         self.calls: list[tuple[list[str], str, str]] = []
         self.untrusted: dict[tuple[str, str], bool] = {}
+        self.backlog: dict[tuple[str, str], bool] = {}
 
-    def ingest(self, sources, *, collection="shared", progress=False, untrusted=False):
+    def ingest(self, sources, *, collection="shared", progress=False, untrusted=False, backlog=False):
         self.calls.append((sources, collection, threading.current_thread().name))
         self.untrusted[(sources[0], collection)] = untrusted
+        self.backlog[(sources[0], collection)] = backlog
         if "broken" in sources[0]:
             raise OSError("connection refused")
         if "partial" in sources[0]:
@@ -213,6 +215,7 @@ def test_poller_ingests_due_feeds_off_the_event_loop_and_records_failures(tmp_pa
     # A server's own feed came from its members: fetched with the private-address guard.
     assert service.untrusted[("https://ok.test/rss", "guild:1")] is True
     assert service.untrusted[("https://ok.test/rss", "shared")] is False
+    assert all(service.backlog.values())  # every feed's first read: its own announcements skip it
     errors = {f.url: f.last_error for f in registry.feeds()}
     assert errors["https://broken.test/rss"] == "OSError: connection refused"
     assert errors["https://partial.test/rss"] == "HTTP 404"

@@ -486,6 +486,12 @@ def test_follows_belong_to_their_server_which_may_have_only_so_many(new_store, f
     assert mine[0].created_at is not None
     assert {f.id for f in follows.follows()} == {iran.id, oil.id, other.id}
 
+    feed = follows.add(guild_id=2, channel_id=20, topic="Iran", vector=vector, limit=3, feed_url="https://f.test/rss",
+                       format="headline")
+    (stored,) = [f for f in follows.follows(guild_id=2) if f.id == feed.id]
+    assert (stored.feed_url, stored.format, mine[0].feed_url, mine[0].format) == (
+        "https://f.test/rss", "headline", "", "summary")
+
     assert not follows.remove(other.id, guild_id=1)  # another server's follow is not this one's to remove
     assert follows.remove(iran.id, guild_id=1)
     assert not follows.remove(iran.id, guild_id=1)

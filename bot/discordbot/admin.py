@@ -19,10 +19,12 @@ from discord.ext import commands
 from bot.discordbot import autocomplete
 from bot.discordbot.autocomplete import pick_article
 from bot.discordbot.errors import UserError
+from bot.discordbot.follows import check_postable, topic_from
 from bot.discordbot.permissions import admin_only, member_is_admin
 from bot.discordbot.replies import send_followups
 from bot.discordbot.scope import collections_for
 from bot.feeds import guild_collection
+from bot.follows import Topic
 from bot.render import clip, render_feeds, render_note, safe_text
 from index.ingest import IngestReport
 from index.timefilter import parse_duration
@@ -71,23 +73,49 @@ class AdminCommands(commands.Cog):
         self.bot = bot
 
     @feeds.command(name="add", description="Read a feed (RSS or Atom) for this server's answers.")
-    @app_commands.describe(url="The feed's address (http or https)", channel="Post its new headlines here (optional)")
+    @app_commands.describe(
+        url="The feed's address (http or https)", channel="Post its new items here (optional)",
+        filter='Post only items on this topic, as /follow reads it: "phrases" must appear, -word must not',
+        format="Each item as a headline link (default), or as a summary that quotes and cites it",
+    )
+    @app_commands.choices(format=[app_commands.Choice(name=f, value=f) for f in ("headline", "summary")])
     @admin_only()
     async def feeds_add(
-        self, interaction: discord.Interaction, *, url: Url, channel: discord.TextChannel | None = None
+        self, interaction: discord.Interaction, *, url: Url, channel: discord.TextChannel | None = None,
+        filter: app_commands.Range[str, 1, 6000] | None = None, format: str = "headline",
     ) -> None:
-        """Registers the feed and polls it at once in the background, so the admin need not wait for the next round."""
+        """Registers the feed and polls it at once in the background, so the admin need not wait for
+        the next round. With a filter or the summary format, its items are announced as a follow of
+        that feed alone (matched at ingest, capped per hour like any follow); else as headlines."""
         url = checked_url(url)
+        announced = bool(filter) or format == "summary"
+        topic = (topic_from(filter) if filter else Topic.every_story()) if announced else None
+        if announced and channel is None:
+            raise UserError("Name the channel to post the feed's items in: a filter or a format needs one.")
+        if channel is not None:
+            check_postable(channel)
         await interaction.response.defer(ephemeral=True, thinking=True)
+        collection = guild_collection(interaction.guild_id)
         try:
             feed = await asyncio.to_thread(
-                self.bot.feeds.add, url, collection=guild_collection(interaction.guild_id),
-                channel_id=channel.id if channel else 0, added_by=interaction.user.id, guild_id=interaction.guild_id,
+                self.bot.feeds.add, url, collection=collection, channel_id=0 if announced else channel.id if channel else 0,
+                added_by=interaction.user.id, guild_id=interaction.guild_id,
             )
+            if topic is not None:
+                await asyncio.to_thread(
+                    self.bot.service.follow, topic, guild_id=interaction.guild_id, channel_id=channel.id,
+                    created_by=interaction.user.id, limit=self.bot.config.follows.max_per_server, feed_url=url,
+                    format=format,
+                )
         except ValueError as exc:
+            if topic is not None:  # the feed without its announcements is not what was asked for
+                await asyncio.to_thread(self.bot.feeds.remove, url, collection=collection)
             raise UserError(str(exc)) from None
         self.bot.poll_soon(feed)
         where = f" New headlines will be posted in {channel.mention}." if channel else ""
+        if topic is not None:
+            what = f"items on *{safe_text(clip(filter.strip(), 200))}*" if filter else "new items"
+            where = f" Its {what} will be posted in {channel.mention} as {'summaries' if format == 'summary' else 'headlines'}."
         text = f"Added {safe_text(redact_url(url))}. I'm reading it now; `/feeds list` shows how that went.{where}"
         await send_followups(interaction, [render_note(text)], ephemeral=True)
 
@@ -100,6 +128,10 @@ class AdminCommands(commands.Cog):
         removed = await asyncio.to_thread(
             self.bot.feeds.remove, url, collection=guild_collection(interaction.guild_id)
         )
+        follows = self.bot.service.store.follows
+        for follow in await asyncio.to_thread(follows.follows, guild_id=interaction.guild_id):
+            if follow.feed_url == url.strip():  # the feed's announcements go with it
+                await asyncio.to_thread(follows.remove, follow.id, guild_id=interaction.guild_id)
         if not removed:
             raise UserError("That feed is not one this server added (feeds from config.toml are changed there).")
         text = f"Removed {safe_text(redact_url(url.strip()))}. Articles already read stay searchable."

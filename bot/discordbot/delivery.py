@@ -23,7 +23,7 @@ from discord.ext import commands, tasks
 from bot.discordbot.polling import headline_items
 from bot.discordbot.replies import send_to
 from bot.feeds import this_process
-from bot.follow_delivery import HOUR, CatchUp, ChannelPlan, Story, plan_channel
+from bot.follow_delivery import HOUR, CatchUp, ChannelPlan, Headlines, Story, plan_channel
 from bot.render import Reply, render_catch_up, render_headlines, render_story
 from index.store import Announcement, StoreError
 
@@ -95,13 +95,13 @@ class AnnouncementDelivery(commands.Cog):
         channel = self._channel(channel_id)
         posted = 0
         for unit in plan.posts:
-            reply = await asyncio.to_thread(follow_reply, service, unit, cap=cap)
-            if reply is None:
+            replies = await asyncio.to_thread(follow_reply, service, unit, cap=cap)
+            if not replies:
                 if any(_age(m) < REPLICA_PATIENCE for m in unit.matches):
                     continue  # a read replica behind: tried again when the lease ends
             else:
                 try:
-                    await send_to(channel, [reply], nonce=f"nf{unit.matches[0].id}")
+                    await send_to(channel, replies, nonce=f"nf{unit.matches[0].id}")
                 except discord.HTTPException as exc:
                     if exc.status == 429 or exc.status >= 500:
                         continue  # Discord's trouble: the lease runs out and it is tried again
@@ -154,21 +154,26 @@ class AnnouncementDelivery(commands.Cog):
         self._unavailable = True
 
 
-def follow_reply(service, unit: Story | CatchUp, *, cap: int) -> Reply | None:
+def follow_reply(service, unit: Story | CatchUp, *, cap: int) -> list[Reply]:
     """The message for a story (what happened, quoted and cited, with the outlets of copies folded
-    into it) or for a follow's kept-back matches; None if its articles are gone from the store."""
+    into it), for a follow's kept-back matches, or for a headline-format follow's new ones; none
+    if its articles are gone from the store."""
     if isinstance(unit, CatchUp):
         found = [service.article(article_id) for article_id in unit.article_ids]
         metas = [meta for meta, _ in filter(None, found)]
-        return render_catch_up(unit.follow.topic, metas, cap=cap) if metas else None
+        if not metas:
+            return []
+        if isinstance(unit, Headlines):
+            return render_headlines([(m.title, m.url, m.outlet) for m in metas])
+        return [render_catch_up(unit.follow.topic or "this feed", metas, cap=cap)]
     found = service.article(unit.article_id)
     if found is None:
-        return None
+        return []
     meta, text = found
     copies = [service.article(article_id) for article_id in unit.folded]
     also = [copy[0].outlet for copy in copies if copy and copy[0].outlet and copy[0].outlet != meta.outlet]
-    return render_story(unit.follow.topic, service.story_summary(meta, text), title=meta.title, url=meta.url,
-                        also_reported_by=also)
+    return [render_story(unit.follow.topic or meta.outlet or "a feed", service.story_summary(meta, text),
+                         title=meta.title, url=meta.url, also_reported_by=also)]
 
 
 def _age(announcement: Announcement) -> timedelta:

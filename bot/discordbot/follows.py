@@ -33,6 +33,13 @@ LEVELS = [app_commands.Choice(name=f"{level}: {about}", value=level) for level, 
 NEEDED = discord.Permissions(view_channel=True, send_messages=True, embed_links=True)
 
 
+def check_postable(channel: discord.TextChannel) -> None:
+    """UserError unless the bot may post a story's message in `channel`."""
+    me = channel.guild.me
+    if me is not None and not NEEDED.is_subset(channel.permissions_for(me)):
+        raise UserError(f"I can't post in {channel.mention}: I need View Channel, Send Messages and Embed Links there.")
+
+
 def topic_from(text: str) -> Topic:
     try:
         return Topic.parse(text)
@@ -66,10 +73,7 @@ class FollowCommands(commands.Cog):
         target = channel or interaction.channel
         if not isinstance(target, discord.TextChannel):
             raise UserError("Name a text channel to post the stories in.")
-        me = target.guild.me
-        if me is not None and not NEEDED.is_subset(target.permissions_for(me)):
-            raise UserError(f"I can't post in {target.mention}: I need View Channel, Send Messages and "
-                            "Embed Links there.")
+        check_postable(target)
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             follow, backfilled = await asyncio.to_thread(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from index.store.protocol import DuplicateLookup, FeedRegistry, FollowRegistry, NewsStore, Outbox, StoreWriter
 from index.store.types import (
-    FOLLOW_LEVELS, AlsoReported, Announcement, ArticleRecord, Feed, Follow, SchemaError, ScoredChunk, SearchFilters, Shards, StoreCounts,
+    FOLLOW_FORMATS, FOLLOW_LEVELS, AlsoReported, Announcement, ArticleRecord, Feed, Follow, SchemaError, ScoredChunk, SearchFilters, Shards, StoreCounts,
     StoredChunk, StoreError, StoreSettings, embed_key,
 )
 
@@ -83,7 +83,7 @@ def drop_namespace(settings: StoreSettings, environ: Mapping[str, str] = os.envi
 
 
 __all__ = [
-    "FOLLOW_LEVELS", "AlsoReported", "Announcement", "ArticleRecord", "DuplicateLookup", "Feed", "FeedRegistry",
+    "FOLLOW_FORMATS", "FOLLOW_LEVELS", "AlsoReported", "Announcement", "ArticleRecord", "DuplicateLookup", "Feed", "FeedRegistry",
     "Follow", "FollowRegistry", "NewsStore", "Outbox",
     "SchemaError", "ScoredChunk", "SearchFilters", "Shards", "StoreCounts", "StoreError", "StoreSettings",
     "StoreWriter", "StoredChunk",

@@ -187,7 +187,7 @@ class PostgresFollowRegistry:
         self.db = db
 
     def add(self, *, guild_id: int, channel_id: int, topic: str, vector: np.ndarray, level: str = "normal",
-            created_by: int = 0, limit: int = 50) -> Follow:
+            created_by: int = 0, limit: int = 50, feed_url: str = "", format: str = "summary") -> Follow:
         with self.db.connection() as conn, conn.transaction():
             # One server's adds in turn: the count and the insert must agree, or two admins pass `limit`.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_FOLLOWS_LOCK ^ guild_id,))
@@ -195,13 +195,13 @@ class PostgresFollowRegistry:
             if count >= limit:
                 raise ValueError(too_many_follows(limit))
             row = conn.execute(
-                "INSERT INTO follows (guild_id, channel_id, topic, level, vector, created_by) VALUES (%s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT DO NOTHING RETURNING id, created_at",
-                (guild_id, channel_id, topic, level, vector_bytes(vector), created_by),
+                "INSERT INTO follows (guild_id, channel_id, topic, level, vector, created_by, feed_url, format)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id, created_at",
+                (guild_id, channel_id, topic, level, vector_bytes(vector), created_by, feed_url, format),
             ).fetchone()
         if row is None:
             raise ValueError(ALREADY_FOLLOWED)
-        return Follow(row[0], guild_id, channel_id, topic, vector, level, created_by, row[1])
+        return Follow(row[0], guild_id, channel_id, topic, vector, level, created_by, row[1], feed_url, format)
 
     def remove(self, follow_id: int, *, guild_id: int) -> bool:
         return bool(self.db.rows("DELETE FROM follows WHERE id = %s AND guild_id = %s RETURNING id",
@@ -209,11 +209,11 @@ class PostgresFollowRegistry:
 
     def follows(self, *, guild_id: int | None = None) -> list[Follow]:
         rows = self.db.rows(
-            "SELECT id, guild_id, channel_id, topic, vector, level, created_by, created_at FROM follows"
+            "SELECT id, guild_id, channel_id, topic, vector, level, created_by, created_at, feed_url, format FROM follows"
             " WHERE %s::bigint IS NULL OR guild_id = %s ORDER BY id", (guild_id, guild_id),
         )
-        return [Follow(id_, guild, channel, topic, vector_from(blob), level, by, at)
-                for id_, guild, channel, topic, blob, level, by, at in rows]
+        return [Follow(id_, guild, channel, topic, vector_from(blob), level, by, at, feed, shown)
+                for id_, guild, channel, topic, blob, level, by, at, feed, shown in rows]
 
 
 _FOLLOWS_LOCK = 0x6E657773_64736B02  # pg_advisory_xact_lock's key for a server's follows, xor its id

@@ -247,7 +247,8 @@ def _follows(dim: int) -> list[str]:
             guild_id bigint NOT NULL, channel_id bigint NOT NULL, topic text NOT NULL, level text NOT NULL,
             vector bytea NOT NULL,  -- the topic's embedding, little-endian float32
             created_by bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now(),
-            UNIQUE (guild_id, channel_id, topic))""",
+            feed_url text NOT NULL, format text NOT NULL,  -- a feed's announcements: its items only
+            UNIQUE (guild_id, channel_id, topic, feed_url))""",
         # A follow's match is an announcement; `held`: kept back once by its channel's hourly cap.
         """ALTER TABLE announcements ADD COLUMN follow_id bigint NOT NULL DEFAULT 0,
                                      ADD COLUMN held boolean NOT NULL DEFAULT false""",

@@ -142,9 +142,9 @@ class FollowRegistry(Protocol):
     """The topics each server follows. Matches go to the outbox, with the articles that made them."""
 
     def add(self, *, guild_id: int, channel_id: int, topic: str, vector: np.ndarray, level: str = "normal",
-            created_by: int = 0, limit: int = 50) -> Follow:
-        """A new follow; ValueError if the server has `limit` follows already, or the channel
-        follows this topic already."""
+            created_by: int = 0, limit: int = 50, feed_url: str = "", format: str = "summary") -> Follow:
+        """A new follow (of one feed's items, with `feed_url`); ValueError if the server has `limit`
+        follows already, or the channel follows this topic (of this feed) already."""
 
     def remove(self, follow_id: int, *, guild_id: int) -> bool:
         """Forget one of the server's follows; False if it has none with that id."""

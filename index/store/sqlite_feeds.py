@@ -41,7 +41,7 @@ CREATE INDEX IF NOT EXISTS announcements_unsent ON announcements (id) WHERE sent
 CREATE TABLE IF NOT EXISTS follows (
     id INTEGER PRIMARY KEY, guild_id INTEGER NOT NULL, channel_id INTEGER NOT NULL, topic TEXT NOT NULL,
     level TEXT NOT NULL, vector BLOB NOT NULL, created_by INTEGER NOT NULL, created_at REAL NOT NULL,
-    UNIQUE (guild_id, channel_id, topic));
+    feed_url TEXT NOT NULL, format TEXT NOT NULL, UNIQUE (guild_id, channel_id, topic, feed_url));
 CREATE TABLE IF NOT EXISTS channel_posts (channel_id INTEGER NOT NULL, posted_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS channel_posts_time ON channel_posts (channel_id, posted_at);
 """
@@ -268,7 +268,7 @@ class SQLiteFollowRegistry:
         self.path = open_state(path)
 
     def add(self, *, guild_id: int, channel_id: int, topic: str, vector: np.ndarray, level: str = "normal",
-            created_by: int = 0, limit: int = 50) -> Follow:
+            created_by: int = 0, limit: int = 50, feed_url: str = "", format: str = "summary") -> Follow:
         created_at = utcnow()
         with closing(_connect(self.path)) as db, db:
             db.execute("BEGIN IMMEDIATE")  # the count and the insert, as one: two admins at once stay under `limit`
@@ -277,27 +277,29 @@ class SQLiteFollowRegistry:
                 raise ValueError(too_many_follows(limit))
             try:
                 follow_id = db.execute(
-                    "INSERT INTO follows (guild_id, channel_id, topic, level, vector, created_by, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (guild_id, channel_id, topic, level, vector_bytes(vector), created_by, created_at.timestamp()),
+                    "INSERT INTO follows (guild_id, channel_id, topic, level, vector, created_by, created_at, feed_url,"
+                    " format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (guild_id, channel_id, topic, level, vector_bytes(vector), created_by, created_at.timestamp(),
+                     feed_url, format),
                 ).lastrowid
             except sqlite3.IntegrityError:
                 raise ValueError(ALREADY_FOLLOWED) from None
-        return Follow(follow_id, guild_id, channel_id, topic, vector, level, created_by, created_at)
+        return Follow(follow_id, guild_id, channel_id, topic, vector, level, created_by, created_at, feed_url, format)
 
     def remove(self, follow_id: int, *, guild_id: int) -> bool:
         with closing(_connect(self.path)) as db, db:
             return db.execute("DELETE FROM follows WHERE id = ? AND guild_id = ?", (follow_id, guild_id)).rowcount > 0
 
     def follows(self, *, guild_id: int | None = None) -> list[Follow]:
-        query = "SELECT id, guild_id, channel_id, topic, vector, level, created_by, created_at FROM follows"
+        query = ("SELECT id, guild_id, channel_id, topic, vector, level, created_by, created_at, feed_url, format"
+                 " FROM follows")
         params: tuple = ()
         if guild_id is not None:
             query, params = query + " WHERE guild_id = ?", (guild_id,)
         with closing(_connect(self.path)) as db:
             rows = db.execute(query + " ORDER BY id", params).fetchall()
-        return [Follow(id_, guild, channel, topic, vector_from(blob), level, by, from_timestamp(at))
-                for id_, guild, channel, topic, blob, level, by, at in rows]
+        return [Follow(id_, guild, channel, topic, vector_from(blob), level, by, from_timestamp(at), feed, shown)
+                for id_, guild, channel, topic, blob, level, by, at, feed, shown in rows]
 
 
 def _feed(row: tuple) -> Feed:

@@ -172,6 +172,7 @@ class Announcement:
 
 
 FOLLOW_LEVELS = ("strict", "normal", "broad")
+FOLLOW_FORMATS = ("summary", "headline")  # a story each, cited; or a list of headline links
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,10 @@ class Follow:
     level: str = "normal"  # one of FOLLOW_LEVELS: how close a match must be
     created_by: int = 0
     created_at: datetime | None = None
+    # A feed's announcements (/feeds add with a filter or a format): only that feed's new items,
+    # and an empty topic takes them all. "": every article the server can see.
+    feed_url: str = ""
+    format: str = "summary"  # one of FOLLOW_FORMATS
 
 
 ALREADY_FOLLOWED = "That channel follows this topic already."
@@ -218,7 +223,7 @@ class StoreCounts:
 
 
 __all__ = [
-    "AlsoReported", "Announcement", "ArticleMeta", "ArticleRecord", "BACKENDS", "FOLLOW_LEVELS", "Feed", "Follow",
+    "AlsoReported", "Announcement", "ArticleMeta", "ArticleRecord", "BACKENDS", "FOLLOW_FORMATS", "FOLLOW_LEVELS", "Feed", "Follow",
     "SchemaError",
     "ScoredChunk", "SearchFilters", "Shards", "StoreCounts", "StoreError", "StoreSettings", "StoredChunk", "embed_key",
 ]
