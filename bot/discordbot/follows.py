@@ -21,6 +21,7 @@ from bot.discordbot.scope import filters_for
 from bot.follows import Topic
 from bot.render import clip, render_follows, render_note, safe_text
 from index.store import FOLLOW_LEVELS
+from index.urls import redact_url
 
 if TYPE_CHECKING:
     from bot.discordbot.client import NewsBot
@@ -117,8 +118,8 @@ class FollowCommands(commands.Cog):
             return []  # discord.py runs no checks for autocomplete
         mine = await asyncio.to_thread(self.bot.service.store.follows.follows, guild_id=interaction.guild_id)
         channels = {c.id: c.name for c in interaction.guild.channels} if interaction.guild else {}
+        named = [(f"{f.topic or 'every item'}{' of ' + redact_url(f.feed_url) if f.feed_url else ''}", f) for f in mine]
         return [
-            app_commands.Choice(name=clip(f"{f.topic} (#{channels.get(f.channel_id, f.channel_id)})", 100),
-                                value=str(f.id))
-            for f in mine if current.casefold() in f.topic.casefold()
+            app_commands.Choice(name=clip(f"{name} (#{channels.get(f.channel_id, f.channel_id)})", 100), value=str(f.id))
+            for name, f in named if current.casefold() in name.casefold()
         ][:25]
