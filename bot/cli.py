@@ -238,7 +238,8 @@ def cmd_db(args, config):
         return f"{name:<9} {counts.articles} articles, {counts.chunks} chunks, {counts.vectors} vectors, {counts.feeds} feeds"
 
     lines = [line(f"{source_backend}:", report.source), line(f"{args.to}:", report.target),
-             f"copied {report.copied} articles ({report.present} already there) and {report.feeds} feeds; "
+             f"copied {report.copied} articles ({report.present} already there), {report.feeds} feeds and "
+             f"{report.follows} follows; "
              + ("the counts agree" if report.agrees else "the counts DIFFER: the target held other articles too")]
     _emit(args, report.to_json(), "\n".join(lines))
     return 0 if report.agrees else 1

@@ -526,3 +526,19 @@ def test_a_match_waits_out_its_delay_and_a_held_one_its_channel_cap(new_store, f
     posts = outbox.posts_since(10, before)
     assert len(posts) == 2 and posts == sorted(posts) and all(p >= before for p in posts)
     assert outbox.posts_since(10, datetime.now(timezone.utc) + timedelta(seconds=5)) == []
+
+
+def test_a_copy_carries_the_follows_once(new_store, fake_embedder):
+    from index.store.copy import copy_store
+
+    source, target = new_store(fake_embedder), new_store(fake_embedder)
+    vector = fake_embedder.encode(["river floods"])[0]
+    source.follows.add(guild_id=1, channel_id=10, topic="river floods", vector=vector, level="broad")
+    source.follows.add(guild_id=1, channel_id=10, topic="", vector=vector, feed_url="https://f.test/rss",
+                       format="headline")
+    first = copy_store(source, target)
+    again = copy_store(source, target)
+    assert (first.follows, again.follows) == (2, 0)
+    kept = [(f.guild_id, f.channel_id, f.topic, f.level, f.feed_url, f.format) for f in target.follows.follows()]
+    assert kept == [(1, 10, "river floods", "broad", "", "summary"), (1, 10, "", "normal", "https://f.test/rss", "headline")]
+    assert np.allclose(target.follows.follows()[0].vector, vector)

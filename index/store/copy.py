@@ -1,4 +1,5 @@
-"""`newsdesk db copy`: every article, chunk, vector and feed of one store into another, without embedding again."""
+"""`newsdesk db copy`: every article, chunk, vector, feed and follow of one store into another,
+without embedding again."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class CopyReport:
     copied: int  # articles new to the target
     present: int  # articles the target already held (a copy run again resumes)
     feeds: int  # feeds new to the target
+    follows: int = 0  # follows new to the target
 
     @property
     def agrees(self) -> bool:
@@ -25,7 +27,7 @@ class CopyReport:
 
     def to_json(self) -> dict:
         return {"source": self.source.to_json(), "target": self.target.to_json(), "copied": self.copied,
-                "already_there": self.present, "feeds_copied": self.feeds, "agree": self.agrees}
+                "already_there": self.present, "feeds_copied": self.feeds, "follows_copied": self.follows, "agree": self.agrees}
 
 
 def copy_store(source: NewsStore, target: NewsStore, *, batch_chunks: int = 20_000, progress: bool = False) -> CopyReport:
@@ -53,4 +55,18 @@ def copy_store(source: NewsStore, target: NewsStore, *, batch_chunks: int = 20_0
         writer.commit()
     bar.close()
     feeds = target.feeds.restore(source.feeds.feeds())
-    return CopyReport(source.counts(), target.counts(), copied, present, feeds)
+    return CopyReport(source.counts(), target.counts(), copied, present, feeds, _copy_follows(source, target))
+
+
+def _copy_follows(source: NewsStore, target: NewsStore) -> int:
+    """The follows the target lacks (same server, channel, topic and feed), with their embeddings;
+    matches waiting in the source's outbox stay there."""
+    have = {(f.guild_id, f.channel_id, f.topic, f.feed_url) for f in target.follows.follows()}
+    copied = 0
+    for f in source.follows.follows():
+        if (f.guild_id, f.channel_id, f.topic, f.feed_url) not in have:
+            target.follows.add(guild_id=f.guild_id, channel_id=f.channel_id, topic=f.topic, vector=f.vector,
+                               level=f.level, created_by=f.created_by, limit=sys.maxsize, feed_url=f.feed_url,
+                               format=f.format)
+            copied += 1
+    return copied
