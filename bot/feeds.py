@@ -19,13 +19,30 @@ from typing import Protocol
 from bot.config import FeedSettings
 from index.article import DEFAULT_COLLECTION, utcnow
 from index.ingest import IngestReport
-from index.store import Announcement, Feed, FeedRegistry, StoreError
+from index.store import Announcement, Feed, FeedRegistry, Outbox, StoreError
 from index.urls import redact_url
 
 log = logging.getLogger(__name__)
 
 
 MAX_HEADLINES = 10  # per feed and poll: a feed that dumps 200 items must not flood a channel
+PRUNE_EVERY_SECONDS = 3600.0
+KEEP_SENT = timedelta(days=7)  # sent announcements (and posts counted for a cap) are kept this long
+
+
+class OutboxPruning:
+    """Forgets what the outbox sent KEEP_SENT ago, at most once per PRUNE_EVERY_SECONDS: workers and
+    bot processes each call it from their loop."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self._pruned_at = float("-inf")
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._pruned_at > PRUNE_EVERY_SECONDS:
+            await asyncio.to_thread(self.outbox.prune, older_than=KEEP_SENT)
+            self._pruned_at = loop.time()
 
 
 def guild_collection(guild_id: int) -> str:

@@ -16,7 +16,7 @@ import signal
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from bot.feeds import FeedPoller, PollResult, config_feeds, this_process
+from bot.feeds import FeedPoller, OutboxPruning, PollResult, config_feeds, this_process
 from index.store import StoreError
 from index.urls import redact_url
 
@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 CHECK_SECONDS = 30.0  # how often a worker with nothing due looks again
 FEEDS_PER_CLAIM = 1  # one at a time: a lease then need only outlast one poll, and the others get theirs
 MAX_BACKOFF_SECONDS = 60.0
-PRUNE_EVERY_SECONDS = 3600.0
-KEEP_SENT = timedelta(days=7)  # sent announcements are kept this long, then forgotten
 
 
 class FeedWorker:
@@ -47,7 +45,7 @@ class FeedWorker:
                                  announce=config.discord.post_headlines)
         self._stop = asyncio.Event()
         self._synced = False
-        self._pruned_at = float("-inf")
+        self.pruning = OutboxPruning(self.outbox)
 
     def stop(self) -> None:
         self._stop.set()
@@ -57,10 +55,7 @@ class FeedWorker:
         if not self._synced:  # the config's feeds, once the database answers
             await asyncio.to_thread(self.registry.sync_config, config_feeds(self.config.feeds.sources))
             self._synced = True
-        loop = asyncio.get_running_loop()
-        if loop.time() - self._pruned_at > PRUNE_EVERY_SECONDS:
-            await asyncio.to_thread(self.outbox.prune, older_than=KEEP_SENT)
-            self._pruned_at = loop.time()
+        await self.pruning.run()
         feeds = await asyncio.to_thread(self.registry.claim_due, every=self.every, holder=self.holder,
                                         lease=self.lease, limit=FEEDS_PER_CLAIM)
         results = []

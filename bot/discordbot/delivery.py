@@ -22,7 +22,7 @@ from discord.ext import commands, tasks
 
 from bot.discordbot.polling import headline_items
 from bot.discordbot.replies import send_to
-from bot.feeds import this_process
+from bot.feeds import OutboxPruning, this_process
 from bot.follow_delivery import HOUR, CatchUp, ChannelPlan, Headlines, Story, plan_channel
 from bot.render import Reply, render_catch_up, render_headlines, render_story
 from index.store import Announcement, StoreError
@@ -47,6 +47,7 @@ class AnnouncementDelivery(commands.Cog):
         self.check = tasks.loop(seconds=every)(self.deliver)
         self.check.before_loop(self.bot.wait_until_ready)
         self._unavailable = False
+        self.pruning = OutboxPruning(self.outbox)
 
     async def cog_load(self) -> None:
         self.check.start()
@@ -57,6 +58,7 @@ class AnnouncementDelivery(commands.Cog):
     async def deliver(self) -> int:
         """Post what is due on this process's shards; returns how many announcements were posted."""
         try:
+            await self.pruning.run()
             taken = await asyncio.to_thread(self.outbox.take, holder=self.holder, shards=self.bot.shards_held,
                                             lease=self.lease)
         except StoreError as exc:
