@@ -3,6 +3,8 @@
 One module per measurement, each a function that returns a dict of figures:
 
 - `ingest_throughput`: chunks/s of a whole ingest against the bare model's encode on the same chunks;
+- `follow_matching`: topic follows' cost at ingest: `FollowMatcher.run` per article with 10, 100 and 1,000
+  follows in one server (a real SQLite store), and the same articles ingested with none and with 1,000;
 - `embed_backends`: torch, torch-bf16, onnx and onnx-int8 side by side, each in a process of its own:
   load time and memory, a question's embedding quiet and during an ingest, ingest throughput, vectors'
   cosine to torch's, and how often answers cite the article asked about;
@@ -27,5 +29,5 @@ runs `newsdesk serve` with a watch on its event loop, for scale_out's bot proces
 # discord_load runs before vector_search, whose million vectors would stay in the process's heap
 # and inflate the load's resident-memory figures.
 # backends runs last: it builds (once) and reads stores of a million chunks.
-SECTIONS = ("ingest_throughput", "embed_backends", "ask_latency", "abstention", "footprint", "discord_load", "vector_search", "threads",
-            "scale_out", "backends")
+SECTIONS = ("ingest_throughput", "follow_matching", "embed_backends", "ask_latency", "abstention", "footprint",
+            "discord_load", "vector_search", "threads", "scale_out", "backends")

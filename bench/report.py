@@ -143,6 +143,8 @@ def markdown(summary: dict, results_dir: Path) -> str:
             f"{r['overhead_seconds_per_1k_chunks']:.2f} s per 1,000 chunks.",
             "",
         ]
+    if "follow_matching" in s:
+        lines += _follow_matching(s["follow_matching"])
     if "embed_backends" in s:
         lines += _embed_backends(s["embed_backends"])
     if "ask_latency" in s:
@@ -478,6 +480,57 @@ def _backends(r: dict) -> list[str]:
             f"{_fmt(p['disk_mb'] / 1024, 2)} GB |")
     builds = ", ".join(f"{p['backend']} {p['chunks']:,} in {_fmt(p['build_seconds'] / 60)} min" for p in r["points"])
     lines += ["", f"Built once and kept: {builds}.", ""]
+    return lines
+
+
+def _follow_matching(r: dict) -> list[str]:
+    topics, ingest = r["topics"], r["ingest"]
+    none, most = ingest["without_follows"], ingest["with_follows"]
+    lines = [
+        "## Topic follows at ingest",
+        "",
+        f"The first {r['articles_read']} articles of `{r['corpus']}` ({r['articles']} new, {r['chunks']:,} chunks) "
+        "matched "
+        f"against the follows of one server, threshold {r['threshold']}: {topics['count']:,} distinct topics made from "
+        f"headlines further on in the corpus ({topics['mean_words']} words on average; {topics['with_phrase']} with a "
+        f"\"quoted phrase\", {topics['with_exclusion']} with a -word), encoded by `{r['model']}`, in a SQLite store "
+        "(each call reads the registry). One article per call is a poll that brings one story; the batch is "
+        f"how ingest calls the matcher (batches of {', '.join(str(b) for b in r['ingest_batches'])} articles). "
+        "Share: of the ingest time per article without follows.",
+        "",
+        "| follows | one article per call p50 / mean | share | in ingest's batch, per article | share | registry read "
+        "| matches (articles) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in r["points"]:
+        lines.append(
+            f"| {p['follows']:,} | {_fmt(p['single']['p50_ms'], 2)} / {_fmt(p['single']['mean_ms'], 2)} ms | "
+            f"{p['single_share_of_ingest'] * 100:.2f}% | {_fmt(p['batch_ms_per_article'], 3)} ms | "
+            f"{p['batch_share_of_ingest'] * 100:.2f}% | {_fmt(p['registry_read_ms'], 2)} ms | "
+            f"{p['matches']:,} ({p['articles_matched']}) |")
+    lines += [
+        "",
+        f"The same slice ingested end to end into fresh stores with no follows and with {most['follows']:,}, "
+        f"{r['rounds']} rounds alternating which goes first (best round of each):",
+        "",
+        "| follows | ms per article | articles/s | chunks/s | matching, in the ingest | queueing its matches "
+        "| matches |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for side in (none, most):
+        lines.append(
+            f"| {side['follows']:,} | {_fmt(side['ms_per_article'])} | {_fmt(side['articles_per_s'], 2)} | "
+            f"{_fmt(side['chunks_per_s'])} | {_fmt(side['match_ms_per_article'], 3)} ms/article "
+            f"({side['match_share'] * 100:.2f}%) | {_fmt(side['queue_ms_per_article'], 3)} ms/article | "
+            f"{side['matches']:,} |")
+    lines += [
+        "",
+        f"With {most['follows']:,} follows, matching and queueing its matches take "
+        f"{r['follows_share_of_ingest'] * 100:.2f}% of the ingest's time; the two ingests differ by "
+        f"{ingest['difference_ms_per_article']:+.1f} ms per article ({ingest['difference_share'] * 100:+.1f}%), "
+        "which includes the machine's noise.",
+        "",
+    ]
     return lines
 
 

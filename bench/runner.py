@@ -22,6 +22,7 @@ SUMMARY = "summary.json"
 # Smaller inputs for a quick look (`--quick`); the defaults are the figures the report quotes.
 QUICK = {
     "ingest_throughput": {"articles": 100, "rounds": 1},
+    "follow_matching": {"articles": 100, "rounds": 1},
     "embed_backends": {"articles": 100, "rounds": 1, "busy_articles": 30, "questions": 20, "quality_articles": 100,
                        "quality_questions": 50},
     "ask_latency": {"questions": 50, "scoped_questions": 20, "all_cores_questions": 20,
@@ -101,6 +102,11 @@ class Bench:
         from bench import ingest_throughput
 
         return ingest_throughput.run(self.config, self.embedder, self.slice_corpus, progress=self.progress, **kw)
+
+    def follow_matching(self, **kw) -> dict:
+        from bench import follow_matching
+
+        return follow_matching.run(self.config, self.embedder, self.slice_corpus, progress=self.progress, **kw)
 
     def embed_backends(self, **kw) -> dict:
         from bench import embed_backends
@@ -234,6 +240,10 @@ def targets(sections: dict) -> list[dict]:
 
     ratio = get("ingest_throughput", "ratio")
     row("ingest throughput / bare model encode", ">= 0.90", ratio, ratio is not None and ratio >= 0.90)
+    follows = get("follow_matching", "ingest", "with_follows", "follows")
+    if follows:
+        share = get("follow_matching", "follows_share_of_ingest")
+        row(f"follow matching at {follows:,} follows: share of ingest time", "< 0.10", share, share < 0.10)
     chosen = new_index_backend()
     default = get("embed_backends", "backends", chosen)
     if default:

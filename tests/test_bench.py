@@ -43,8 +43,9 @@ PARAMS = {
     "backends": {"sizes": (150, 300), "questions": 4, "warmup": 1, "scoped_questions": 2, "recall_queries": 5,
                  "memory_queries": 0, "tune_server": False},
 }
-# These two start processes that load the real model: each runs in a test of its own, below.
-IN_PROCESS = [name for name in SECTIONS if name not in ("scale_out", "embed_backends")]
+# These two start processes that load the real model: each runs in a test of its own, below, as does
+# follow_matching (whose follows need more headlines than the corpus here has at its defaults).
+IN_PROCESS = [name for name in SECTIONS if name not in ("scale_out", "embed_backends", "follow_matching")]
 
 
 @pytest.fixture
@@ -151,6 +152,50 @@ def test_every_section_writes_its_figures(config, corpus, tmp_path):
                     embedder=FakeEmbedder(), params=PARAMS, progress=False, plot=False).run(["ask_latency"])
     first = rebuilt["sections"]["ask_latency"]["corpus_first_ingest"]
     assert first["ingested_now"] and first["articles_added"] == 70 and first["embedded"] == first["chunks"]
+
+
+def test_follow_matching_times_the_matcher_and_the_ingest_with_and_without_follows(config, corpus, tmp_path):
+    params = {"articles": 12, "follow_counts": (3, 30), "rounds": 2}
+    results = tmp_path / "bench" / "results"
+    plot = _plot_available()
+    summary = Bench(config, data_dir=tmp_path / "benchdata", results_dir=results, corpus=corpus,
+                    embedder=FakeEmbedder(), params={"follow_matching": params}, progress=False,
+                    plot=plot).run(["follow_matching"])
+    assert summary["failed"] == {} and summary["ran"] == ["follow_matching"]
+    r = summary["sections"]["follow_matching"]
+    assert r["articles_read"] == 12 and 0 < r["articles"] <= 12 and r["chunks"] >= r["articles"]
+    assert sum(r["ingest_batches"]) == r["articles"] and r["threshold"] == 0.54
+    topics = r["topics"]
+    assert topics["count"] == 30 and topics["with_phrase"] > 0 and topics["with_exclusion"] > 0
+    assert len(set(topics["examples"])) == len(topics["examples"]) > 0
+
+    assert [p["follows"] for p in r["points"]] == [3, 30]
+    for point in r["points"]:
+        single = point["single"]
+        assert single["n"] == r["articles"] and 0 < single["p50_ms"] <= single["max_ms"]
+        assert point["batch_ms_per_article"] > 0 and point["registry_read_ms"] > 0
+        assert 0 <= point["articles_matched"] <= min(point["matches"], r["articles"])
+        assert point["follows_matched"] <= point["follows"] and point["single_share_of_ingest"] > 0
+    # More follows see the same articles: every match of the first three is a match among thirty.
+    assert r["points"][0]["matches"] <= r["points"][1]["matches"]
+
+    ingest = r["ingest"]
+    none, most = ingest["without_follows"], ingest["with_follows"]
+    assert (none["follows"], most["follows"]) == (0, 30) and len(none["seconds"]) == len(most["seconds"]) == 2
+    for side in (none, most):
+        assert side["ms_per_article"] > 0 and side["chunks_per_s"] > 0
+        assert side["articles_per_s"] == pytest.approx(1000 / side["ms_per_article"], rel=0.01)
+        assert 0 <= side["match_share"] <= side["follows_share"] < 1
+    assert none["matches"] == 0 and most["matches"] == r["points"][1]["matches"]  # the same articles, follows
+    assert most["match_ms_per_article"] > 0 and r["follows_share_of_ingest"] == most["follows_share"]
+    assert ingest["difference_ms_per_article"] == pytest.approx(most["ms_per_article"] - none["ms_per_article"],
+                                                                abs=0.002)
+
+    [target] = [t for t in summary["targets"] if t["name"].startswith("follow matching")]
+    assert target["name"] == "follow matching at 30 follows: share of ingest time"
+    assert target["value"] == r["follows_share_of_ingest"] and target["met"] is (target["value"] < 0.10)
+    if plot:
+        assert "## Topic follows at ingest" in (results.parent / "REPORT.md").read_text()
 
 
 @pytest.mark.slow
