@@ -10,6 +10,7 @@ batch of new articles: one matrix product over every follow, not one search per 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,6 +34,7 @@ MAX_TOPIC_CHARS = 200
 # 0.95. Broad subjects written as lists ("business, companies and the economy") score lower:
 # such follows want "broad".
 LEXICAL_WEIGHT = 0.2
+REFRESH_SECONDS = 10.0  # how stale the matcher's copy of the follows may be
 LEVEL_STEPS = {"strict": 0.06, "normal": 0.0, "broad": -0.10}
 assert tuple(LEVEL_STEPS) == FOLLOW_LEVELS
 
@@ -121,12 +123,15 @@ class FollowScorer:
         if len(topics) != len(vectors):
             raise ValueError("one vector per topic")
         self.topics = list(topics)
-        self.vectors = np.asarray(vectors, dtype=np.float32).reshape(len(topics), -1)
+        self.vectors = np.asarray(vectors, dtype=np.float32).reshape(len(topics), -1) if topics else np.zeros((0, 1))
         self._stems = [topic.stems for topic in self.topics]
 
-    def run(self, article: Article, chunk_vectors: np.ndarray, among: Sequence[int] | None = None) -> np.ndarray:
+    def run(self, article: Article, chunk_vectors: np.ndarray, among: Sequence[int] | None = None, *,
+            floors: np.ndarray | None = None) -> np.ndarray:
         """Scores of the topics at `among` (all by default), in that order; -inf where the article
-        lacks a required phrase or has an excluded word."""
+        lacks a required phrase or has an excluded word. With `floors` (one per row), a topic whose
+        meaning alone cannot reach its floor gets a score below it without the word checks, which
+        cost most (a matcher needs no more; an evaluation's curve needs every score)."""
         among = range(len(self.topics)) if among is None else among
         if not len(among):
             return np.zeros(0, dtype=np.float32)
@@ -136,49 +141,70 @@ class FollowScorer:
         scores = np.empty(len(among), dtype=np.float32)
         for row, index in enumerate(among):
             topic, stems = self.topics[index], self._stems[index]
-            if not topic.allows(haystack):
+            if floors is not None and topic.meaning and dense[row] + LEXICAL_WEIGHT < floors[row]:
+                scores[row] = dense[row]
+            elif not topic.allows(haystack):
                 scores[row] = -np.inf
-                continue
-            if not topic.meaning:
+            elif not topic.meaning:
                 scores[row] = np.inf  # Topic.every_story
-                continue
-            share = len(stems & words) / len(stems) if stems else 0.0
-            scores[row] = dense[row] + LEXICAL_WEIGHT * share
+            else:
+                share = len(stems & words) / len(stems) if stems else 0.0
+                scores[row] = dense[row] + LEXICAL_WEIGHT * share
         return scores
 
 
 class FollowMatcher:
-    """At ingest: the outbox announcements of new articles that match a follow (ingest's ArticleMatcher)."""
+    """At ingest: the outbox announcements of new articles that match a follow (ingest's ArticleMatcher).
 
-    def __init__(self, registry: FollowRegistry, *, threshold: float, delay: timedelta = timedelta(0)) -> None:
+    The follows are read from the registry at most every `refresh_seconds` (a follow made in
+    another process starts matching within that time); `forget` makes the next batch read them.
+    """
+
+    def __init__(self, registry: FollowRegistry, *, threshold: float, delay: timedelta = timedelta(0),
+                 refresh_seconds: float = REFRESH_SECONDS) -> None:
         """`threshold`: a normal follow's; the other levels are steps from it."""
         if delay < timedelta(0):
             raise ValueError("delay: must not be negative")
-        self.registry, self.delay = registry, delay
+        self.registry, self.delay, self.refresh_seconds = registry, delay, refresh_seconds
         self.thresholds = thresholds(threshold)
-        self._topics: dict[tuple[int, str], Topic] = {}
+        self._read: tuple[float, _Follows] | None = None
+
+    def forget(self) -> None:
+        """A follow was added or removed: the next batch reads them again."""
+        self._read = None
 
     def run(self, added: Sequence[tuple[Article, np.ndarray]], *, follows: Sequence[Follow] | None = None,
             backlog: bool = False) -> list[Announcement]:
         """The matches of `added` (articles with their chunk vectors) for `follows` (default: every
-        follow in the registry, read once for the batch); `backlog`: a feed's first read."""
+        follow in the registry); `backlog`: a feed's first read."""
         if not added:
             return []
-        follows = list(self.registry.follows() if follows is None else follows)
-        if not follows:
+        current = self._current() if follows is None else _Follows(list(follows), self.thresholds)
+        if not current.follows:
             return []
-        # Parsed once per follow; a removed follow's entry goes with the next batch.
-        known = self._topics
-        self._topics = {(f.id, f.topic): known.get((f.id, f.topic)) or Topic.of(f) for f in follows}
-        scorer = FollowScorer([self._topics[(f.id, f.topic)] for f in follows], np.stack([f.vector for f in follows]))
-        limits = np.array([self.thresholds.get(f.level, self.thresholds["normal"]) for f in follows])
         matches = []
         for article, chunk_vectors in added:
-            among = [i for i, follow in enumerate(follows) if sees(follow, article, backlog=backlog)]
-            scores = scorer.run(article, chunk_vectors, among)
-            for index, score in zip(among, scores):
-                if score >= limits[index]:
-                    follow = follows[index]
+            among = [i for i, follow in enumerate(current.follows) if sees(follow, article, backlog=backlog)]
+            floors = current.limits[among]
+            scores = current.scorer.run(article, chunk_vectors, among, floors=floors)
+            for index, score, floor in zip(among, scores, floors):
+                if score >= floor:
+                    follow = current.follows[index]
                     matches.append(Announcement(follow.guild_id, follow.channel_id, (article.id,),
                                                 follow_id=follow.id, delay=self.delay))
         return matches
+
+    def _current(self) -> _Follows:
+        now = time.monotonic()
+        if self._read is None or now - self._read[0] > self.refresh_seconds:
+            self._read = (now, _Follows(self.registry.follows(), self.thresholds))
+        return self._read[1]
+
+
+class _Follows:
+    """Follows as the matcher uses them: parsed, their vectors stacked, each one's threshold."""
+
+    def __init__(self, follows: list[Follow], levels: dict[str, float]) -> None:
+        self.follows = follows
+        self.scorer = FollowScorer([Topic.of(f) for f in follows], np.array([f.vector for f in follows], np.float32))
+        self.limits = np.array([levels.get(f.level, levels["normal"]) for f in follows], dtype=np.float32)

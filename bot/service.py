@@ -280,6 +280,7 @@ class NewsService:
         follow = self.store.follows.add(guild_id=guild_id, channel_id=channel_id, topic=topic.text, vector=vector,
                                         level=level, created_by=created_by, limit=limit, feed_url=feed_url,
                                         format=format)
+        self.ingestor.matcher.forget()  # the next batch matches it
         if since is None:
             return follow, 0
         own = guild_collection(guild_id)  # what the follow sees: the shared news and its server's own
@@ -290,6 +291,12 @@ class NewsService:
         for match in matches:
             self.store.outbox.add(match)
         return follow, len(matches)
+
+    def unfollow(self, follow_id: int, *, guild_id: int) -> bool:
+        """Remove one of the server's follows; False if it has none with that id."""
+        removed = self.store.follows.remove(follow_id, guild_id=guild_id)
+        self.ingestor.matcher.forget()
+        return removed
 
     def _with_vectors(self, meta: ArticleMeta, text: str, collection: str) -> tuple[Article, np.ndarray] | None:
         """A stored article with its chunk vectors, from the embedding cache as ingest keyed them

@@ -65,6 +65,12 @@ def test_the_matcher_queues_each_follow_that_sees_and_matches_an_article(fake_em
     assert all(m.delay == timedelta(minutes=5) and m.channel_id == 100 + m.guild_id for m in matches)
     assert matcher.run([]) == []
 
+    # The follows are read once per refresh: a new one matches after `forget` (or the refresh time).
+    follows.append(_follow(fake_embedder, 6, 1, "valley evacuation army"))
+    assert {m.follow_id for m in matcher.run([(shared, vectors[shared.id])])} == {1, 2, 5}
+    matcher.forget()
+    assert {m.follow_id for m in matcher.run([(shared, vectors[shared.id])])} == {1, 2, 5, 6}
+
 
 def _match(id_, article, follow_id=1, held=False) -> Announcement:
     return Announcement(1, 10, (article,), id_, NOW, follow_id=follow_id, held=held)

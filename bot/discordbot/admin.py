@@ -128,10 +128,10 @@ class AdminCommands(commands.Cog):
         removed = await asyncio.to_thread(
             self.bot.feeds.remove, url, collection=guild_collection(interaction.guild_id)
         )
-        follows = self.bot.service.store.follows
-        for follow in await asyncio.to_thread(follows.follows, guild_id=interaction.guild_id):
+        service = self.bot.service
+        for follow in await asyncio.to_thread(service.store.follows.follows, guild_id=interaction.guild_id):
             if follow.feed_url == url.strip():  # the feed's announcements go with it
-                await asyncio.to_thread(follows.remove, follow.id, guild_id=interaction.guild_id)
+                await asyncio.to_thread(service.unfollow, follow.id, guild_id=interaction.guild_id)
         if not removed:
             raise UserError("That feed is not one this server added (feeds from config.toml are changed there).")
         text = f"Removed {safe_text(redact_url(url.strip()))}. Articles already read stay searchable."

@@ -102,12 +102,12 @@ class FollowCommands(commands.Cog):
     async def unfollow(self, interaction: discord.Interaction, *, follow: app_commands.Range[str, 1, 100]) -> None:
         """The option's value is a follow's id, as its autocomplete offers; a topic typed out is looked up."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        registry = self.bot.service.store.follows
-        mine = await asyncio.to_thread(registry.follows, guild_id=interaction.guild_id)
+        service = self.bot.service
+        mine = await asyncio.to_thread(service.store.follows.follows, guild_id=interaction.guild_id)
         wanted = follow.strip()
         chosen = next((f for f in mine if str(f.id) == wanted), None) or next(
             (f for f in mine if f.topic.casefold() == wanted.casefold()), None)
-        if chosen is None or not await asyncio.to_thread(registry.remove, chosen.id, guild_id=interaction.guild_id):
+        if chosen is None or not await asyncio.to_thread(service.unfollow, chosen.id, guild_id=interaction.guild_id):
             raise UserError("This server has no such follow: `/follows` lists them.")
         text = f"Stopped following *{safe_text(clip(chosen.topic, 200))}* in <#{chosen.channel_id}>."
         await send_followups(interaction, [render_note(text)], ephemeral=True)
