@@ -294,10 +294,13 @@ def render_feeds(feeds: Sequence[Feed]) -> list[Reply]:
     """The feeds a server reads, with where their headlines go."""
     if not feeds:
         return [Reply(content="No feeds yet. Add one with `/feeds add`.")]
-    lines = [_feed_line(feed) for feed in feeds]
-    embed = discord.Embed(title="Feeds", description="\n".join(_fit_lines(lines, EMBED_DESCRIPTION_LIMIT, "feeds")),
-                          colour=_ACCENT)
-    return [Reply(embed=embed)]
+    return _listing("Feeds", [_feed_line(feed) for feed in feeds], "feeds")
+
+
+def _listing(title: str, lines: Sequence[str], noun: str) -> list[Reply]:
+    """One embed of lines, as many as fit."""
+    description = "\n".join(_fit_lines(lines, EMBED_DESCRIPTION_LIMIT, noun))
+    return [Reply(embed=discord.Embed(title=title, description=description, colour=_ACCENT))]
 
 
 def _feed_line(feed: Feed) -> str:
@@ -349,10 +352,7 @@ def render_follows(follows: Sequence[Follow]) -> list[Reply]:
     """A server's follows: topic, level and channel each."""
     if not follows:
         return [Reply(content="This server follows no topics yet. Add one with `/follow`.")]
-    lines = [_follow_line(f) for f in follows]
-    embed = discord.Embed(title="Follows", description="\n".join(_fit_lines(lines, EMBED_DESCRIPTION_LIMIT, "follows")),
-                          colour=_ACCENT)
-    return [Reply(embed=embed)]
+    return _listing("Follows", [_follow_line(f) for f in follows], "follows")
 
 
 def _follow_line(follow: Follow) -> str:

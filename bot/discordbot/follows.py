@@ -109,7 +109,8 @@ class FollowCommands(commands.Cog):
             (f for f in mine if f.topic.casefold() == wanted.casefold()), None)
         if chosen is None or not await asyncio.to_thread(service.unfollow, chosen.id, guild_id=interaction.guild_id):
             raise UserError("This server has no such follow: `/follows` lists them.")
-        text = f"Stopped following *{safe_text(clip(chosen.topic, 200))}* in <#{chosen.channel_id}>."
+        what = f"*{safe_text(clip(chosen.topic, 200))}*" if chosen.topic else "that feed's new items"
+        text = f"Stopped following {what} in <#{chosen.channel_id}>."
         await send_followups(interaction, [render_note(text)], ephemeral=True)
 
     @unfollow.autocomplete("follow")
