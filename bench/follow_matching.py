@@ -8,9 +8,10 @@ timed, so the share of the ingest they take is measured on the ingest itself; th
 and their difference are the end-to-end view.
 
 Then the articles and chunk vectors that ingest handed the matcher are matched again on their own,
-against a real SQLite store holding 10, 100 and 1,000 follows (the registry read is part of every
-call): one article per call (a feed poll that brings one new story, the dearest case: every call reads
-and prepares every follow) and the whole batch in one call (as a file or a busy feed's ingest).
+against a real SQLite store holding 10, 100 and 1,000 follows (the matcher reads and prepares them at
+most every bot.follows.REFRESH_SECONDS; the registry read is timed on its own): one article per call
+(a feed poll that brings one new story) and the whole batch in one call (as a file or a busy feed's
+ingest).
 
 Follows' topics are short texts made from headlines of another part of the corpus (a few words each;
 some with a "quoted phrase" that must appear, some with a -word that must not), their meaning

@@ -494,7 +494,8 @@ def _follow_matching(r: dict) -> list[str]:
         f"against the follows of one server, threshold {r['threshold']}: {topics['count']:,} distinct topics made from "
         f"headlines further on in the corpus ({topics['mean_words']} words on average; {topics['with_phrase']} with a "
         f"\"quoted phrase\", {topics['with_exclusion']} with a -word), encoded by `{r['model']}`, in a SQLite store "
-        "(each call reads the registry). One article per call is a poll that brings one story; the batch is "
+        "(the matcher reads it at most every 10 s; the registry read is shown on its own). One article per call "
+        "is a poll that brings one story; the batch is "
         f"how ingest calls the matcher (batches of {', '.join(str(b) for b in r['ingest_batches'])} articles). "
         "Share: of the ingest time per article without follows.",
         "",
