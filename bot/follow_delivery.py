@@ -20,6 +20,7 @@ from bot.summarize import SAME_STORY
 from index.store import Announcement, Follow
 
 HOUR = timedelta(hours=1)
+CATCH_UP_STORIES = 6  # a catch-up message lists at most these; more kept back make more messages
 
 
 @dataclass(frozen=True)
@@ -43,18 +44,18 @@ class Story:
 
 @dataclass(frozen=True)
 class CatchUp:
-    """A follow's matches that the hourly cap kept back: one message listing them all."""
+    """Stories of one follow that the hourly cap kept back: one message listing them."""
 
     follow: Follow
-    matches: tuple[Announcement, ...]
+    stories: tuple[Story, ...]
 
     @property
-    def article_ids(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(m.article_ids[0] for m in self.matches))
+    def matches(self) -> tuple[Announcement, ...]:
+        return tuple(m for story in self.stories for m in story.matches)
 
 
 class Headlines(CatchUp):
-    """A headline-format follow's new matches (a feed announced as headlines): one list of links."""
+    """A headline-format follow's stories (a feed announced as headlines): one list of links."""
 
 
 @dataclass
@@ -70,26 +71,30 @@ def plan_channel(matches: Sequence[Announcement], follows: Mapping[int, Follow],
     """The plan for one channel's `matches` (oldest first), given the times of its posts in the last
     `window` (an hour: the cap is per hour)."""
     plan = ChannelPlan()
-    fresh: list[Story] = []
-    kept_back: dict[int, list[Announcement]] = {}
-    listed: dict[int, list[Announcement]] = {}
-    for match in matches:
+    stories: list[Story] = []
+    listed: dict[int, list[Story]] = {}
+    # Kept-back matches first, so that a story is told once whichever follows found it, and when.
+    for match in sorted(matches, key=lambda m: not m.held):
         follow = follows.get(match.follow_id)
-        if follow is None:
-            plan.dropped.append(match.id)
-        elif match.held:
-            kept_back.setdefault(follow.id, []).append(match)
+        if follow is None or follow.channel_id != match.channel_id:
+            plan.dropped.append(match.id)  # its follow was removed since
         elif follow.format == "headline":
-            listed.setdefault(follow.id, []).append(match)
+            _add_to_stories(listed.setdefault(follow.id, []), follow, match, ledes)
         else:
-            _add_to_stories(fresh, follow, match, ledes)
-    waiting: list[Story | CatchUp] = [
-        CatchUp(follows[follow_id], tuple(group)) if len({m.article_ids[0] for m in group}) > 1
-        else Story(follows[follow_id], tuple(group))
-        for follow_id, group in kept_back.items()
-    ]
-    units = waiting + [Headlines(follows[f], tuple(group)) for f, group in listed.items()] + fresh
-    # what waited longest goes first
+            _add_to_stories(stories, follow, match, ledes)
+    waiting: dict[int, list[Story]] = {}
+    for story in stories:
+        if story.matches[0].held:
+            waiting.setdefault(story.follow.id, []).append(story)
+    units: list[Story | CatchUp] = []
+    for follow_id, group in waiting.items():  # what waited longest goes first
+        if len(group) == 1:
+            units += group
+        else:
+            units += [CatchUp(follows[follow_id], tuple(group[i:i + CATCH_UP_STORIES]))
+                      for i in range(0, len(group), CATCH_UP_STORIES)]
+    units += [Headlines(follows[f], tuple(group)) for f, group in listed.items()]
+    units += [story for story in stories if not story.matches[0].held]
     room = max(cap - len(posted), 0)
     plan.posts = units[:room]
     for unit in units[room:]:

@@ -339,13 +339,25 @@ def render_story(topic: str, summary: Answer, *, title: str, url: str | None,
     return Reply(content=f"📌 New on *{safe_text(clip(topic, 200))}*", embed=embed)
 
 
-def render_catch_up(topic: str, items: Sequence[ArticleMeta], *, cap: int) -> Reply:
-    """Stories a channel's hourly cap kept back, as one message of links (no previews)."""
-    noun = "story" if len(items) == 1 else "stories"
-    head = (f"📌 {len(items)} more {noun} on *{safe_text(clip(topic, 200))}* "
-            f"(kept back: this channel gets at most {cap} an hour)")
-    lines = [f"• {link(clip(source_label(m.title, m.outlet, m.published), 250), m.url, unfurl=False)}" for m in items]
-    return Reply(content=head + "\n" + "\n".join(_fit_lines(lines, MESSAGE_LIMIT - len(head) - 1, "stories")))
+def render_catch_up(topic: str, items: Sequence[ArticleMeta], *, cap: int) -> tuple[Reply, int]:
+    """Stories a channel's hourly cap kept back, as one message of links (no previews), and how
+    many of `items` it shows: the first ones, as many as fit."""
+    def head(count: int) -> str:
+        return (f"📌 {count} more {'story' if count == 1 else 'stories'} on *{safe_text(clip(topic, 200))}* "
+                f"(kept back: this channel gets at most {cap} an hour)")
+
+    labels = [clip(source_label(m.title, m.outlet, m.published), 150) for m in items]
+    shown: list[str] = []
+    room = MESSAGE_LIMIT - len(head(len(items)))
+    for label, meta in zip(labels, items):
+        line = f"\n• {link(label, meta.url, unfurl=False)}"
+        if len(line) > room:
+            if shown:
+                break
+            line = f"\n• {safe_text(label)}"  # a link too long for a message: its title alone
+        shown.append(line)
+        room -= len(line)
+    return Reply(content=head(len(shown)) + "".join(shown)), len(shown)
 
 
 def render_follows(follows: Sequence[Follow]) -> list[Reply]:

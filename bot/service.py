@@ -31,7 +31,7 @@ from index.retrieve import Hit, RetrievalMode, Retriever
 from index.sources.common import one_line
 from index.sources.fetch import FetchLimits
 from index.store import (
-    Announcement, Follow, NewsStore, SearchFilters, embed_key, open_store, recorded_model_name,
+    FOLLOW_FORMATS, FOLLOW_LEVELS, Announcement, Follow, NewsStore, SearchFilters, embed_key, open_store, recorded_model_name,
 )
 from index.timefilter import time_filter_in
 
@@ -276,6 +276,8 @@ class NewsService:
         embedded once; ValueError when the registry refuses it. With `since`, the server's articles
         stored since then are matched too (the newest BACKFILL_ARTICLES at most); returns the
         follow and how many of those matched."""
+        if level not in FOLLOW_LEVELS or format not in FOLLOW_FORMATS:
+            raise ValueError(f"level: one of {', '.join(FOLLOW_LEVELS)}; format: one of {', '.join(FOLLOW_FORMATS)}")
         vector = self.embedder.encode([topic.meaning])[0] if topic.meaning else np.zeros(self.embedder.dim, np.float32)
         follow = self.store.follows.add(guild_id=guild_id, channel_id=channel_id, topic=topic.text, vector=vector,
                                         level=level, created_by=created_by, limit=limit, feed_url=feed_url,

@@ -12,6 +12,7 @@ import pytest
 from bot.follow_delivery import CatchUp, Story, plan_channel
 from bot.follow_eval import FollowEvaluation, follow_lines, scores
 from bot.follows import MAX_TOPIC_CHARS, FollowMatcher, Topic, thresholds
+from bot.render import render_catch_up
 from index.store import Announcement, Follow
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
@@ -72,8 +73,8 @@ def test_the_matcher_queues_each_follow_that_sees_and_matches_an_article(fake_em
     assert {m.follow_id for m in matcher.run([(shared, vectors[shared.id])])} == {1, 2, 5, 6}
 
 
-def _match(id_, article, follow_id=1, held=False) -> Announcement:
-    return Announcement(1, 10, (article,), id_, NOW, follow_id=follow_id, held=held)
+def _match(id_, article, follow_id=1, held=False, channel_id=101) -> Announcement:
+    return Announcement(1, channel_id, (article,), id_, NOW, follow_id=follow_id, held=held)
 
 
 def test_a_channel_plan_folds_the_same_story_and_keeps_the_rest_for_the_cap(fake_embedder):
@@ -92,8 +93,30 @@ def test_a_channel_plan_folds_the_same_story_and_keeps_the_rest_for_the_cap(fake
 
     later = plan_channel([_match(5, "fair", held=True), _match(7, "bridge", held=True), _match(8, "new")], follows, [],
                          ledes=ledes, cap=1, now=NOW)
-    assert isinstance(later.posts[0], CatchUp) and later.posts[0].article_ids == ("fair", "bridge")
+    assert isinstance(later.posts[0], CatchUp) and [s.article_id for s in later.posts[0].stories] == ["fair", "bridge"]
     assert later.hold == [8] and later.until == NOW + timedelta(hours=1)
+
+    # Kept back once, the story both follows found is still one story; a catch-up lists six at most.
+    held = [_match(1, "flood", held=True), _match(2, "flood", follow_id=2, held=True),
+            *[_match(10 + i, f"story-{i}", held=True) for i in range(7)],
+            _match(30, "moved", channel_id=999)]  # a follow of that id in another channel: not this one's
+    again = plan_channel(held, follows, [], ledes=ledes, cap=5, now=NOW)
+    assert [type(u).__name__ for u in again.posts] == ["CatchUp", "CatchUp"]
+    assert [len(u.stories) for u in again.posts] == [6, 2]
+    assert {m.id for m in again.posts[0].stories[0].matches} == {1, 2} and again.dropped == [30]
+
+
+def test_a_catch_up_shows_what_fits_in_one_message_and_says_how_many():
+    from index.article import ArticleMeta
+
+    metas = [ArticleMeta(f"a{i}", f"Story number {i} " + "x" * 140, "Wire", f"https://wire.test/{i}/" + "p" * 300,
+                         NOW, NOW, "en") for i in range(8)]
+    reply, shown = render_catch_up("floods", metas, cap=6)
+    assert 0 < shown < 8 and len(reply.content) <= 2000
+    assert reply.content.startswith(f"📌 {shown} more stories on *floods*") and reply.content.count("\n• ") == shown
+    (huge,) = [ArticleMeta("b", "Title", "Wire", "https://wire.test/" + "q" * 3000, NOW, NOW, "en")]
+    one, count = render_catch_up("floods", [huge], cap=6)
+    assert count == 1 and "Title" in one.content and len(one.content) <= 2000  # the title alone, no link
 
 
 def test_scores_count_precision_recall_and_f1_per_label():

@@ -27,6 +27,7 @@ from bot.feeds import guild_collection
 from bot.follows import Topic
 from bot.render import clip, render_feeds, render_note, safe_text
 from index.ingest import IngestReport
+from index.store import FOLLOW_FORMATS, StoreError
 from index.timefilter import parse_duration
 from index.urls import check_feed_url, redact_url
 
@@ -78,7 +79,7 @@ class AdminCommands(commands.Cog):
         filter='Post only items on this topic, as /follow reads it: "phrases" must appear, -word must not',
         format="Each item as a headline link (default), or as a summary that quotes and cites it",
     )
-    @app_commands.choices(format=[app_commands.Choice(name=f, value=f) for f in ("headline", "summary")])
+    @app_commands.choices(format=[app_commands.Choice(name=f, value=f) for f in FOLLOW_FORMATS])
     @admin_only()
     async def feeds_add(
         self, interaction: discord.Interaction, *, url: Url, channel: discord.TextChannel | None = None,
@@ -92,8 +93,8 @@ class AdminCommands(commands.Cog):
         topic = (topic_from(filter) if filter else Topic.every_story()) if announced else None
         if announced and channel is None:
             raise UserError("Name the channel to post the feed's items in: a filter or a format needs one.")
-        if channel is not None:
-            check_postable(channel)
+        if topic is not None:
+            check_postable(channel)  # its stories are embeds
         await interaction.response.defer(ephemeral=True, thinking=True)
         collection = guild_collection(interaction.guild_id)
         try:
@@ -101,16 +102,21 @@ class AdminCommands(commands.Cog):
                 self.bot.feeds.add, url, collection=collection, channel_id=0 if announced else channel.id if channel else 0,
                 added_by=interaction.user.id, guild_id=interaction.guild_id,
             )
-            if topic is not None:
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        if topic is not None:
+            try:
                 await asyncio.to_thread(
                     self.bot.service.follow, topic, guild_id=interaction.guild_id, channel_id=channel.id,
                     created_by=interaction.user.id, limit=self.bot.config.follows.max_per_server, feed_url=url,
                     format=format,
                 )
-        except ValueError as exc:
-            if topic is not None:  # the feed without its announcements is not what was asked for
+            except (ValueError, StoreError) as exc:
+                # The feed without its announcements is not what was asked for: it goes too.
                 await asyncio.to_thread(self.bot.feeds.remove, url, collection=collection)
-            raise UserError(str(exc)) from None
+                if isinstance(exc, StoreError):
+                    raise
+                raise UserError(str(exc)) from None
         self.bot.poll_soon(feed)
         where = f" New headlines will be posted in {channel.mention}." if channel else ""
         if topic is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -61,8 +62,9 @@ class AnnouncementDelivery(commands.Cog):
             await self.pruning.run()
             taken = await asyncio.to_thread(self.outbox.take, holder=self.holder, shards=self.bot.shards_held,
                                             lease=self.lease)
-        except StoreError as exc:
-            # The database is away: an exception would end this loop for good; the next round retries.
+        except (StoreError, sqlite3.OperationalError) as exc:
+            # The database is away (or the state file locked too long): an exception would end this
+            # loop for good; the next round retries.
             self._report_outage(exc)
             return 0
         self._unavailable = False
@@ -78,6 +80,9 @@ class AnnouncementDelivery(commands.Cog):
                 posted += await self._post_matches(channel_id, found)
             except StoreError as exc:
                 self._report_outage(exc)  # what was taken comes back when the lease ends
+            except Exception:  # a bug must not end the loop (and every other channel's deliveries) for good
+                log.exception("delivering follows in channel %s failed; its matches come back when the lease ends",
+                              channel_id)
         return posted
 
     async def _post_matches(self, channel_id: int, matches: list[Announcement]) -> int:
@@ -97,7 +102,7 @@ class AnnouncementDelivery(commands.Cog):
         channel = self._channel(channel_id)
         posted = 0
         for unit in plan.posts:
-            replies = await asyncio.to_thread(follow_reply, service, unit, cap=cap)
+            replies, left = await asyncio.to_thread(follow_reply, service, unit, cap=cap)
             if not replies:
                 if any(_age(m) < REPLICA_PATIENCE for m in unit.matches):
                     continue  # a read replica behind: tried again when the lease ends
@@ -112,8 +117,11 @@ class AnnouncementDelivery(commands.Cog):
                 else:
                     await asyncio.to_thread(self.outbox.record_post, channel_id)
                     posted += 1
+            if left:  # the next catch-up lists them
+                await asyncio.to_thread(self.outbox.hold, [m.id for m in left], until=now)
             for match in unit.matches:
-                await asyncio.to_thread(self.outbox.mark_sent, match.id)
+                if match not in left:
+                    await asyncio.to_thread(self.outbox.mark_sent, match.id)
         for match_id in plan.dropped:
             await asyncio.to_thread(self.outbox.mark_sent, match_id)
         return posted
@@ -149,33 +157,36 @@ class AnnouncementDelivery(commands.Cog):
             return False
         return True
 
-    def _report_outage(self, exc: StoreError) -> None:
+    def _report_outage(self, exc: Exception) -> None:
         """One line per outage: the next round that reaches the database ends it."""
         if not self._unavailable:
             log.warning("announcements wait: %s", exc)
         self._unavailable = True
 
 
-def follow_reply(service, unit: Story | CatchUp, *, cap: int) -> list[Reply]:
+def follow_reply(service, unit: Story | CatchUp, *, cap: int) -> tuple[list[Reply], list[Announcement]]:
     """The message for a story (what happened, quoted and cited, with the outlets of copies folded
-    into it), for a follow's kept-back matches, or for a headline-format follow's new ones; none
-    if its articles are gone from the store."""
+    into it), for a follow's kept-back stories, or for a headline-format follow's new ones; none
+    if its articles are gone from the store. Also the matches it leaves for a later message (a
+    catch-up whose links do not all fit in one)."""
     if isinstance(unit, CatchUp):
-        found = [service.article(article_id) for article_id in unit.article_ids]
-        metas = [meta for meta, _ in filter(None, found)]
-        if not metas:
-            return []
+        found = [(story, service.article(story.article_id)) for story in unit.stories]
+        present = [(story, article[0]) for story, article in found if article is not None]
+        if not present:
+            return [], []
+        metas = [meta for _, meta in present]
         if isinstance(unit, Headlines):
-            return render_headlines([(m.title, m.url, m.outlet) for m in metas])
-        return [render_catch_up(unit.follow.topic or "this feed", metas, cap=cap)]
+            return render_headlines([(m.title, m.url, m.outlet) for m in metas]), []
+        reply, shown = render_catch_up(unit.follow.topic or "this feed", metas, cap=cap)
+        return [reply], [m for story, _ in present[shown:] for m in story.matches]
     found = service.article(unit.article_id)
     if found is None:
-        return []
+        return [], []
     meta, text = found
     copies = [service.article(article_id) for article_id in unit.folded]
     also = [copy[0].outlet for copy in copies if copy and copy[0].outlet and copy[0].outlet != meta.outlet]
     return [render_story(unit.follow.topic or meta.outlet or "a feed", service.story_summary(meta, text),
-                         title=meta.title, url=meta.url, also_reported_by=also)]
+                         title=meta.title, url=meta.url, also_reported_by=also)], []
 
 
 def _age(announcement: Announcement) -> timedelta:

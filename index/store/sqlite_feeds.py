@@ -25,6 +25,8 @@ from index.store.types import (
 from index.urls import check_feed_url
 
 FILE = "feeds.sqlite3"
+# follows' ids AUTOINCREMENT: a removed follow's id is never given again, so its waiting matches
+# cannot pass for another follow's.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feeds (
     url TEXT NOT NULL, collection TEXT NOT NULL, channel_id INTEGER NOT NULL DEFAULT 0,
@@ -39,7 +41,7 @@ CREATE TABLE IF NOT EXISTS announcements (
     created_at REAL NOT NULL, taken_by TEXT, taken_until REAL, sent_at REAL);
 CREATE INDEX IF NOT EXISTS announcements_unsent ON announcements (id) WHERE sent_at IS NULL;
 CREATE TABLE IF NOT EXISTS follows (
-    id INTEGER PRIMARY KEY, guild_id INTEGER NOT NULL, channel_id INTEGER NOT NULL, topic TEXT NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, guild_id INTEGER NOT NULL, channel_id INTEGER NOT NULL, topic TEXT NOT NULL,
     level TEXT NOT NULL, vector BLOB NOT NULL, created_by INTEGER NOT NULL, created_at REAL NOT NULL,
     feed_url TEXT NOT NULL, format TEXT NOT NULL, UNIQUE (guild_id, channel_id, topic, feed_url));
 CREATE TABLE IF NOT EXISTS channel_posts (channel_id INTEGER NOT NULL, posted_at REAL NOT NULL);

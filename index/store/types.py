@@ -189,7 +189,7 @@ class Follow:
     created_at: datetime | None = None
     # A feed's announcements (/feeds add with a filter or a format): only that feed's new items,
     # and an empty topic takes them all. "": every article the server can see.
-    feed_url: str = ""
+    feed_url: str = field(default="", repr=False)  # may carry credentials: never in a repr
     format: str = "summary"  # one of FOLLOW_FORMATS
 
 
