@@ -218,11 +218,15 @@ class FollowsSettings:
     # A match is posted this long after it is found, so that other outlets' copies of the story
     # arriving meanwhile are folded into it ("also reported by") instead of posted again.
     delivery_window_minutes: float = 5.0
+    # A story published longer ago than this is not news: ingesting an archive posts nothing.
+    max_age_hours: float = 48.0
 
     def __post_init__(self) -> None:
         for key in ("max_per_server", "max_posts_per_hour"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"follows.{key}: must be at least 1")
+        if not self.max_age_hours > 0:
+            raise ConfigError("follows.max_age_hours: must be positive")
         if self.delivery_window_minutes < 0:
             raise ConfigError("follows.delivery_window_minutes: must not be negative")
         if not -1.0 < self.match_threshold < 2.0:

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
@@ -108,12 +108,12 @@ def contains_words(haystack: str, needle: str) -> bool:
     return re.search(pattern, haystack) is not None
 
 
-def sees(follow: Follow, article: Article, *, backlog: bool = False) -> bool:
-    """A follow sees what its server's questions see: the shared news and the server's own. A
-    feed's follow sees only that feed's items, and not its backlog (a feed's first read is not news)."""
+def sees(follow: Follow, article: Article) -> bool:
+    """A follow sees what its server's questions see: the shared news and the server's own; a
+    feed's follow, only that feed's items."""
     if article.collection not in (DEFAULT_COLLECTION, guild_collection(follow.guild_id)):
         return False
-    return not follow.feed_url or (not backlog and article.source == redact_url(follow.feed_url))
+    return not follow.feed_url or article.source == redact_url(follow.feed_url)
 
 
 class FollowScorer:
@@ -161,11 +161,13 @@ class FollowMatcher:
     """
 
     def __init__(self, registry: FollowRegistry, *, threshold: float, delay: timedelta = timedelta(0),
-                 refresh_seconds: float = REFRESH_SECONDS) -> None:
-        """`threshold`: a normal follow's; the other levels are steps from it."""
-        if delay < timedelta(0):
-            raise ValueError("delay: must not be negative")
-        self.registry, self.delay, self.refresh_seconds = registry, delay, refresh_seconds
+                 max_age: timedelta = timedelta(hours=48), refresh_seconds: float = REFRESH_SECONDS) -> None:
+        """`threshold`: a normal follow's; the other levels are steps from it. Articles published
+        longer than `max_age` ago are not news, whenever they are ingested (an archive, a feed's
+        old items)."""
+        if delay < timedelta(0) or max_age <= timedelta(0):
+            raise ValueError("delay: must not be negative; max_age: must be positive")
+        self.registry, self.delay, self.max_age, self.refresh_seconds = registry, delay, max_age, refresh_seconds
         self.thresholds = thresholds(threshold)
         self._read: tuple[float, _Follows] | None = None
 
@@ -174,17 +176,21 @@ class FollowMatcher:
         self._read = None
 
     def run(self, added: Sequence[tuple[Article, np.ndarray]], *, follows: Sequence[Follow] | None = None,
-            backlog: bool = False) -> list[Announcement]:
+            backlog: bool = False, any_age: bool = False) -> list[Announcement]:
         """The matches of `added` (articles with their chunk vectors) for `follows` (default: every
-        follow in the registry); `backlog`: a feed's first read."""
-        if not added:
+        follow in the registry). `backlog`: a feed's first read, its old items: none match.
+        `any_age`: older articles too (a new follow's `since`, which asks for them)."""
+        if not added or backlog:
             return []
         current = self._current() if follows is None else _Follows(list(follows), self.thresholds)
         if not current.follows:
             return []
+        oldest = datetime.now(timezone.utc) - self.max_age
         matches = []
         for article, chunk_vectors in added:
-            among = [i for i, follow in enumerate(current.follows) if sees(follow, article, backlog=backlog)]
+            if not any_age and (article.published or article.fetched) < oldest:
+                continue
+            among = [i for i, follow in enumerate(current.follows) if sees(follow, article)]
             floors = current.limits[among]
             scores = current.scorer.run(article, chunk_vectors, among, floors=floors)
             for index, score, floor in zip(among, scores, floors):

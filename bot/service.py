@@ -107,7 +107,8 @@ class NewsService:
             ),
             near_duplicate_threshold=idx.near_duplicate_threshold,
             matcher=FollowMatcher(self.store.follows, threshold=config.follows.match_threshold,
-                                  delay=timedelta(minutes=config.follows.delivery_window_minutes)),
+                                  delay=timedelta(minutes=config.follows.delivery_window_minutes),
+                                  max_age=timedelta(hours=config.follows.max_age_hours)),
         )
         self._write_lock = threading.Lock()
 
@@ -289,7 +290,8 @@ class NewsService:
         filters = SearchFilters(since=since, collections=(DEFAULT_COLLECTION, own))
         stored = [self._with_vectors(meta, text, own)
                   for meta, text in self.store.recent_articles(filters, limit=BACKFILL_ARTICLES)]
-        matches = self.ingestor.matcher.run([found for found in stored if found is not None], follows=[follow])
+        matches = self.ingestor.matcher.run([found for found in stored if found is not None], follows=[follow],
+                                            any_age=True)
         for match in matches:
             self.store.outbox.add(match)
         return follow, len(matches)

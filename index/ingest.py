@@ -70,7 +70,7 @@ class ArticleMatcher(Protocol):
     returns announcements to queue with them (bot.follows.FollowMatcher: topic follows' matches)."""
 
     def run(self, added: Sequence[tuple[Article, np.ndarray]], *, backlog: bool = False) -> list[Announcement]:
-        """`backlog`: the articles are a feed's first read, its old items, which announce nothing."""
+        """`backlog`: the articles are a feed's first read, its old items: they match no follow."""
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,14 @@ def test_the_matcher_queues_each_follow_that_sees_and_matches_an_article(fake_em
     assert all(m.delay == timedelta(minutes=5) and m.channel_id == 100 + m.guild_id for m in matches)
     assert matcher.run([]) == []
 
+    # Old news is not news: a story from three days ago matches only when asked for (`since`);
+    # a feed's first read (its backlog) matches nothing.
+    old = article("Floods in the river valley, three days on", WIRE, days_ago=3)
+    old_vectors = fake_embedder.encode([old.title + "\n" + old.text])
+    assert matcher.run([(old, old_vectors)]) == []
+    assert {m.follow_id for m in matcher.run([(old, old_vectors)], any_age=True)} == {1, 2, 5}
+    assert matcher.run([(shared, vectors[shared.id])], backlog=True) == []
+
     # The follows are read once per refresh: a new one matches after `forget` (or the refresh time).
     follows.append(_follow(fake_embedder, 6, 1, "valley evacuation army"))
     assert {m.follow_id for m in matcher.run([(shared, vectors[shared.id])])} == {1, 2, 5}
@@ -181,6 +189,7 @@ def test_with_the_bundled_model_a_follow_matches_its_topic_and_not_its_neighbour
     config = Config(base_dir=tmp_path)
     config.index.dir = str(tmp_path / "data")
     config.follows.delivery_window_minutes = 0
+    config.follows.max_age_hours = 24 * 365 * 50  # Reuters is from 1987
     service = NewsService(config)
     try:
         oil, _ = service.follow(Topic.parse("crude oil prices and production"), guild_id=1, channel_id=10)
