@@ -37,7 +37,8 @@ class ArticleSummarizer:
         self.sentences, self.max_words, self.lead_weight = sentences, max_words, lead_weight
 
     def run(self, meta: ArticleMeta, text: str) -> Answer:
-        candidates = article_sentences(meta, text)
+        # A feed item's short description may have no sentence of six words: quote what there is.
+        candidates = article_sentences(meta, text) or article_sentences(meta, text, min_words=1)
         if not candidates:
             return Answer(text=NOT_FOUND, mode="extractive", citations=[], found=False)
         picked = self.pick(candidates)

@@ -204,3 +204,13 @@ def test_with_the_bundled_model_a_follow_matches_its_topic_and_not_its_neighbour
     matched = {(m.follow_id, label[m.article_ids[0]]) for m in queued}
     assert (oil.id, "crude") in matched and (athletics.id, "sport") in matched
     assert matched <= {(oil.id, "crude"), (athletics.id, "sport")}
+
+
+def test_a_story_of_short_sentences_is_still_quoted_and_cited():
+    from bot.summarize import ArticleSummarizer
+    from index.article import ArticleMeta
+
+    meta = ArticleMeta("short", "Dam bursts", "Wire", "https://wire.test/dam", NOW, NOW, "en")
+    answer = ArticleSummarizer(sentences=2).run(meta, "Dam bursts upstream. Villages evacuated.")
+    assert answer.found and answer.text.startswith("Dam bursts upstream. [1]")
+    assert answer.citations[0].url == "https://wire.test/dam"
