@@ -67,9 +67,12 @@ class ChannelPlan:
 
 
 def plan_channel(matches: Sequence[Announcement], follows: Mapping[int, Follow], posted: Sequence[datetime], *,
-                 ledes: Mapping[str, np.ndarray], cap: int, now: datetime, window: timedelta = HOUR) -> ChannelPlan:
+                 ledes: Mapping[str, np.ndarray], cap: int, now: datetime, window: timedelta = HOUR,
+                 waiting: Sequence[Announcement] = ()) -> ChannelPlan:
     """The plan for one channel's `matches` (oldest first), given the times of its posts in the last
-    `window` (an hour: the cap is per hour)."""
+    `window` (an hour: the cap is per hour). `waiting`: the channel's matches not yet due; those
+    that tell a story posted now are folded into it (another outlet's write-up, arrived within
+    the delivery window), the others wait on."""
     plan = ChannelPlan()
     stories: list[Story] = []
     listed: dict[int, list[Story]] = {}
@@ -82,12 +85,12 @@ def plan_channel(matches: Sequence[Announcement], follows: Mapping[int, Follow],
             _add_to_stories(listed.setdefault(follow.id, []), follow, match, ledes)
         else:
             _add_to_stories(stories, follow, match, ledes)
-    waiting: dict[int, list[Story]] = {}
+    kept_back: dict[int, list[Story]] = {}
     for story in stories:
         if story.matches[0].held:
-            waiting.setdefault(story.follow.id, []).append(story)
+            kept_back.setdefault(story.follow.id, []).append(story)
     units: list[Story | CatchUp] = []
-    for follow_id, group in waiting.items():  # what waited longest goes first
+    for follow_id, group in kept_back.items():  # what waited longest goes first
         if len(group) == 1:
             units += group
         else:
@@ -99,6 +102,14 @@ def plan_channel(matches: Sequence[Announcement], follows: Mapping[int, Follow],
     plan.posts = units[:room]
     for unit in units[room:]:
         plan.hold += [m.id for m in unit.matches]
+    for match in waiting:
+        follow = follows.get(match.follow_id)
+        if follow is None or follow.channel_id != match.channel_id:
+            continue
+        for index, unit in enumerate(plan.posts):
+            if isinstance(unit, Story) and _same_story(unit.article_id, match.article_ids[0], ledes):
+                plan.posts[index] = Story(unit.follow, (*unit.matches, match))
+                break
     if plan.hold:
         times = sorted([*posted, *[now] * len(plan.posts)])
         plan.until = times[-cap] + window  # the post whose hour ends first among the last `cap`
@@ -106,13 +117,16 @@ def plan_channel(matches: Sequence[Announcement], follows: Mapping[int, Follow],
 
 
 def _add_to_stories(stories: list[Story], follow: Follow, match: Announcement, ledes: Mapping[str, np.ndarray]) -> None:
-    article_id = match.article_ids[0]
-    lede = ledes.get(article_id)
     for index, story in enumerate(stories):
-        other = ledes.get(story.article_id)
-        same = story.article_id == article_id or (
-            lede is not None and other is not None and float(lede @ other) >= SAME_STORY)
-        if same:
+        if _same_story(story.article_id, match.article_ids[0], ledes):
             stories[index] = Story(story.follow, (*story.matches, match))
             return
     stories.append(Story(follow, (match,)))
+
+
+def _same_story(article_id: str, other_id: str, ledes: Mapping[str, np.ndarray]) -> bool:
+    """The same article, or two whose opening passages are as close as the digest's same story."""
+    if article_id == other_id:
+        return True
+    lede, other = ledes.get(article_id), ledes.get(other_id)
+    return lede is not None and other is not None and float(lede @ other) >= SAME_STORY

@@ -111,6 +111,33 @@ def test_syndicated_copies_fold_into_one_story_that_names_the_other_outlet(emula
     assert "also Other Wire" in story["embeds"][0]["description"]
 
 
+def test_another_outlets_write_up_within_the_delivery_window_is_named_in_the_story(
+        emulator, follow_config, indexed, tmp_path):
+    follow_config.follows.delivery_window_minutes = 0.05  # 3 s
+    first = {"title": "River floods force valley evacuation", "url": "https://cape.test/first", "outlet": "Cape News",
+             "text": "The river burst its banks and floods forced the evacuation of valley villages on Tuesday, "
+                     "officials said. Boats carried residents to safety."}
+    # The same story in other words: not a copy (ingest keeps both), but its opening passage is as close.
+    second = {"title": "Valley villages evacuated as river floods", "url": "https://other.test/second",
+              "outlet": "Other Wire",
+              "text": "Officials said on Tuesday that valley villages were evacuated after the river burst its "
+                      "banks. Residents were carried to safety by boats as floods rose."}
+    general = emulator.channel("general")
+
+    async def scenario(bot):
+        command = await emulator.interaction("follow", {"topic": TOPIC}, **admin(emulator))
+        await emulator.wait_for("POST", f"/webhooks/{emulator.application_id}/{command['token']}")
+        assert len((await asyncio.to_thread(indexed.ingest, [write_jsonl(tmp_path / "a.jsonl", [first])])).added) == 1
+        await asyncio.sleep(1.0)
+        assert len((await asyncio.to_thread(indexed.ingest, [write_jsonl(tmp_path / "b.jsonl", [second])])).added) == 1
+        await emulator.wait_for("POST", f"/channels/{general}/messages")
+        await asyncio.sleep(5)  # past the second write-up's own time: it is not posted again
+
+    with_bot(emulator, follow_config, indexed, scenario)
+    (story,) = posts_in(emulator, general)
+    assert story["embeds"][0]["url"] == first["url"] and "also Other Wire" in story["embeds"][0]["description"]
+
+
 def test_past_the_hourly_cap_the_rest_wait_and_come_as_one_message(emulator, follow_config, indexed, tmp_path):
     follow_config.follows.max_posts_per_hour = 2
     # Four different stories (not one story told four times, which would fold into one message).

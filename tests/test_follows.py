@@ -99,6 +99,12 @@ def test_a_channel_plan_folds_the_same_story_and_keeps_the_rest_for_the_cap(fake
     assert plan.hold == [5] and plan.until == NOW - timedelta(minutes=50) + timedelta(hours=1)
     assert plan.dropped == [6]  # its follow was removed
 
+    # Matches not yet due fold into a story posted now if they tell it; the others wait on.
+    early = plan_channel([_match(1, "flood")], follows, [], ledes=ledes, cap=3, now=NOW,
+                         waiting=[_match(3, "flood-copy"), _match(4, "bridge")])
+    (story,) = early.posts
+    assert [m.id for m in story.matches] == [1, 3] and story.folded == ("flood-copy",)
+
     later = plan_channel([_match(5, "fair", held=True), _match(7, "bridge", held=True), _match(8, "new")], follows, [],
                          ledes=ledes, cap=1, now=NOW)
     assert isinstance(later.posts[0], CatchUp) and [s.article_id for s in later.posts[0].stories] == ["fair", "bridge"]

@@ -508,10 +508,13 @@ def test_a_match_waits_out_its_delay_and_a_held_one_its_channel_cap(new_store, f
     everyone = {"holder": "serve-0", "shards": Shards(), "lease": timedelta(minutes=5)}
     match = outbox.add(Announcement(1, 10, ("story-1",), follow_id=3, delay=timedelta(seconds=1)))
     headline = outbox.add(Announcement(1, 10, ("story-2",)))
+    assert [(a.id, a.follow_id, a.article_ids) for a in outbox.waiting(10)] == [(match, 3, ("story-1",))]
+    assert outbox.waiting(11) == []
     assert [a.id for a in outbox.take(**everyone)] == [headline]  # the match waits for copies to fold into it
     time.sleep(1.2)
     (taken,) = outbox.take(**everyone)
     assert (taken.id, taken.follow_id, taken.held) == (match, 3, False)
+    assert outbox.waiting(10) == []  # taken: no longer waiting
 
     outbox.hold([match], until=datetime.now(timezone.utc) + timedelta(seconds=1))
     assert outbox.take(**everyone) == []

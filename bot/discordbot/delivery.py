@@ -92,9 +92,11 @@ class AnnouncementDelivery(commands.Cog):
 
         def plan() -> ChannelPlan:
             follows = {f.id: f for f in service.store.follows.follows(guild_id=matches[0].guild_id)}
-            ledes = service.store.lede_vectors([m.article_ids[0] for m in matches])
+            waiting = self.outbox.waiting(channel_id)
+            ledes = service.store.lede_vectors([m.article_ids[0] for m in (*matches, *waiting)])
             posted = self.outbox.posts_since(channel_id, now - self.cap_window)
-            return plan_channel(matches, follows, posted, ledes=ledes, cap=cap, now=now, window=self.cap_window)
+            return plan_channel(matches, follows, posted, ledes=ledes, cap=cap, now=now, window=self.cap_window,
+                                waiting=waiting)
 
         plan = await asyncio.to_thread(plan)
         if plan.hold:

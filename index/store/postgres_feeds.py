@@ -165,6 +165,15 @@ class PostgresOutbox:
         self.db.rows("UPDATE announcements SET held = true, taken_by = NULL, taken_until = %s WHERE id = ANY(%s)"
                      " RETURNING id", (until, list(announcement_ids)))
 
+    def waiting(self, channel_id: int) -> list[Announcement]:
+        rows = self.db.rows(
+            "SELECT id, guild_id, channel_id, article_ids, created_at, follow_id FROM announcements"
+            " WHERE channel_id = %s AND follow_id <> 0 AND sent_at IS NULL AND NOT held AND taken_by IS NULL"
+            " AND taken_until >= now() ORDER BY id", (channel_id,),
+        )
+        return [Announcement(guild, channel, tuple(ids), id_, created, follow_id=follow_id)
+                for id_, guild, channel, ids, created, follow_id in rows]
+
     def record_post(self, channel_id: int) -> None:
         self.db.rows("INSERT INTO channel_posts (channel_id) VALUES (%s) RETURNING channel_id", (channel_id,))
 

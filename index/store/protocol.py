@@ -124,6 +124,10 @@ class Outbox(Protocol):
         """Keep these back (their channel's hourly cap is reached): marked held, and nobody takes
         them before `until`."""
 
+    def waiting(self, channel_id: int) -> list[Announcement]:
+        """The channel's follow matches still waiting out their delay (not taken, not held), oldest
+        first: a story posted now folds in those that tell it too, and marks them sent."""
+
     def record_post(self, channel_id: int) -> None:
         """A follow's message was posted in the channel now: it counts against the hourly cap."""
 

@@ -242,6 +242,16 @@ class SQLiteOutbox:
             db.executemany("UPDATE announcements SET held = 1, taken_by = NULL, taken_until = ? WHERE id = ?",
                            [(until.timestamp(), id_) for id_ in announcement_ids])
 
+    def waiting(self, channel_id: int) -> list[Announcement]:
+        with closing(_connect(self.path)) as db:
+            rows = db.execute(
+                "SELECT id, guild_id, channel_id, article_ids, created_at, follow_id FROM announcements"
+                " WHERE channel_id = ? AND follow_id != 0 AND sent_at IS NULL AND held = 0 AND taken_by IS NULL"
+                " AND taken_until >= ? ORDER BY id", (channel_id, utcnow().timestamp()),
+            ).fetchall()
+        return [Announcement(guild_id, channel, tuple(json.loads(ids)), id_, from_timestamp(created), follow_id=follow_id)
+                for id_, guild_id, channel, ids, created, follow_id in rows]
+
     def record_post(self, channel_id: int) -> None:
         with closing(_connect(self.path)) as db, db:
             db.execute("INSERT INTO channel_posts VALUES (?, ?)", (channel_id, utcnow().timestamp()))
