@@ -176,11 +176,10 @@ class FollowMatcher:
         self._read = None
 
     def run(self, added: Sequence[tuple[Article, np.ndarray]], *, follows: Sequence[Follow] | None = None,
-            backlog: bool = False, any_age: bool = False) -> list[Announcement]:
+            any_age: bool = False) -> list[Announcement]:
         """The matches of `added` (articles with their chunk vectors) for `follows` (default: every
-        follow in the registry). `backlog`: a feed's first read, its old items: none match.
-        `any_age`: older articles too (a new follow's `since`, which asks for them)."""
-        if not added or backlog:
+        follow in the registry). `any_age`: older articles too (a new follow's `since` asks for them)."""
+        if not added:
             return []
         current = self._current() if follows is None else _Follows(list(follows), self.thresholds)
         if not current.follows:

@@ -288,7 +288,7 @@ class NewsService:
             return follow, 0
         own = guild_collection(guild_id)  # what the follow sees: the shared news and its server's own
         filters = SearchFilters(since=since, collections=(DEFAULT_COLLECTION, own))
-        stored = [self._with_vectors(meta, text, own)
+        stored = [self.ingestor.stored_with_vectors(meta, text, collection=own)
                   for meta, text in self.store.recent_articles(filters, limit=BACKFILL_ARTICLES)]
         matches = self.ingestor.matcher.run([found for found in stored if found is not None], follows=[follow],
                                             any_age=True)
@@ -301,15 +301,6 @@ class NewsService:
         removed = self.store.follows.remove(follow_id, guild_id=guild_id)
         self.ingestor.matcher.forget()
         return removed
-
-    def _with_vectors(self, meta: ArticleMeta, text: str, collection: str) -> tuple[Article, np.ndarray] | None:
-        """A stored article with its chunk vectors, from the embedding cache as ingest keyed them
-        (chunked again the same way); None if some are missing (a store built with other settings)."""
-        article = Article(id=meta.id, title=meta.title, text=text, url=meta.url, outlet=meta.outlet,
-                          published=meta.published, collection=collection)
-        keys = [embed_key(self.store.model_name, embed_text(article, c.text)) for c in self.ingestor.chunker.run(article)]
-        vectors = self.store.cached_vectors(keys)
-        return (article, np.stack([vectors[k] for k in keys])) if all(k in vectors for k in keys) else None
 
     def article(self, article_id: str):
         """(metadata, text) of a stored article, or None."""

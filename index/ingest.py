@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from index.article import Article, Chunk, Failure
+from index.article import DEFAULT_COLLECTION, Article, ArticleMeta, Chunk, Failure, utcnow
 from index.chunk import Chunker
 from index.dedup import Fingerprint, MinHasher
 from index.embed import Embedder
@@ -66,11 +66,11 @@ def embed_text(article: Article, chunk_text: str) -> str:
 
 
 class ArticleMatcher(Protocol):
-    """Told of each batch's new articles with their chunk vectors, inside the batch's transaction:
-    returns announcements to queue with them (bot.follows.FollowMatcher: topic follows' matches)."""
+    """Told of each batch's articles that are new to a collection, with their chunk vectors, inside
+    the batch's transaction (never of a feed's first read, its backlog): returns announcements to
+    queue with them (bot.follows.FollowMatcher: topic follows' matches)."""
 
-    def run(self, added: Sequence[tuple[Article, np.ndarray]], *, backlog: bool = False) -> list[Announcement]:
-        """`backlog`: the articles are a feed's first read, its old items: they match no follow."""
+    def run(self, added: Sequence[tuple[Article, np.ndarray]]) -> list[Announcement]: ...
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,8 @@ class Ingestor:
         announce: Announcement | None = None, backlog: bool = False,
     ) -> IngestReport:
         """Ingest `items`; with `announce` (a guild and channel), each batch that adds articles queues
-        their headlines there, with the batch. `backlog`: a feed's first read (see ArticleMatcher)."""
+        their headlines there, with the batch. `backlog`: a feed's first read, its old items, which
+        the matcher is not told of."""
         report = IngestReport()
         started = time.perf_counter()
         bar = tqdm(items, desc="ingest", unit=" articles", file=sys.stderr, disable=not progress, dynamic_ncols=True,
@@ -188,6 +189,32 @@ class Ingestor:
                 bar.close()
         report.seconds = time.perf_counter() - started
         return report
+
+    def stored_with_vectors(self, meta: ArticleMeta, text: str, *, collection: str,
+                            source: str = "") -> tuple[Article, np.ndarray] | None:
+        """A stored article, as seen from `collection`, with its chunk vectors from the embedding
+        cache (chunked again as ingest chunked it: nothing is embedded); None if some are missing
+        (a store built with other chunk settings)."""
+        article = Article(id=meta.id, title=meta.title, text=text, url=meta.url, outlet=meta.outlet,
+                          published=meta.published, fetched=meta.fetched or meta.published or utcnow(),
+                          collection=collection, source=source)
+        keys = [embed_key(self.store.model_name, embed_text(article, c.text)) for c in self.chunker.run(article)]
+        vectors = self.store.cached_vectors(keys)
+        return (article, np.stack([vectors[k] for k in keys])) if all(k in vectors for k in keys) else None
+
+    def _newly_seen(self, folds: Sequence[_Fold]) -> list[tuple[Article, np.ndarray]]:
+        """Stored stories that a fold made visible to a server's collection for the first time
+        (another server had them, or nobody's feed but this one): its follows see them as new."""
+        seen = []
+        for fold in folds:
+            if self.store.article(fold.of, collections=(DEFAULT_COLLECTION,)) is not None:
+                continue  # every server had it already
+            found = self.store.article(fold.of)
+            stored = found and self.stored_with_vectors(*found, collection=fold.article.collection,
+                                                        source=fold.article.source)
+            if stored:
+                seen.append(stored)
+        return seen
 
     def _duplicate(self, lookups: Sequence[DuplicateLookup], article: Article,
                    fingerprint: Fingerprint | None) -> tuple[_Fold | None, Fingerprint | None]:
@@ -234,6 +261,7 @@ class Ingestor:
         added: list[tuple[_New, np.ndarray]] = []
         folded: list[_Fold] = []
         stored_as: dict[str, str] = {}  # a new article of this batch -> the stored article it became
+        joined_servers: list[_Fold] = []  # folds that brought a stored story into a server's collection
         for item in batch.items:
             if isinstance(item, _New):
                 fold, _ = self._duplicate((writer,), item.article, item.fingerprint)
@@ -248,18 +276,21 @@ class Ingestor:
             # A copy of a batch-mate follows it where it went: another process may have stored the
             # story first, under another id.
             item = dataclasses.replace(item, of=stored_as.get(item.of, item.of))
-            if not writer.add_collection(item.of, item.article.collection) and not writer.has_article(item.of):
+            joined = writer.add_collection(item.of, item.article.collection)
+            if not joined and not writer.has_article(item.of):
                 report.failed.append(Failure(item.article.source or item.article.id,
                                              "the story it repeats was removed while it was read; read it again"))
                 continue
+            if joined and item.article.collection != DEFAULT_COLLECTION:
+                joined_servers.append(item)
             if item.reason != "already indexed":
                 writer.add_also_reported(item.of, item.article)
             folded.append(item)
         if announce is not None and added:
             writer.add_announcement(dataclasses.replace(announce, article_ids=tuple(i.article.id for i, _ in added)))
-        if self.matcher is not None and added:
-            for match in self.matcher.run([(item.article, chunk_vectors) for item, chunk_vectors in added],
-                                          backlog=backlog):
+        if self.matcher is not None and (added or joined_servers) and not backlog:
+            seen = [(item.article, chunk_vectors) for item, chunk_vectors in added] + self._newly_seen(joined_servers)
+            for match in self.matcher.run(seen):
                 writer.add_announcement(match)
         writer.commit()
         report.added += [item.article.id for item, _ in added]

@@ -66,13 +66,11 @@ def test_the_matcher_queues_each_follow_that_sees_and_matches_an_article(fake_em
     assert all(m.delay == timedelta(minutes=5) and m.channel_id == 100 + m.guild_id for m in matches)
     assert matcher.run([]) == []
 
-    # Old news is not news: a story from three days ago matches only when asked for (`since`);
-    # a feed's first read (its backlog) matches nothing.
+    # Old news is not news: a story from three days ago matches only when asked for (`since`).
     old = article("Floods in the river valley, three days on", WIRE, days_ago=3)
     old_vectors = fake_embedder.encode([old.title + "\n" + old.text])
     assert matcher.run([(old, old_vectors)]) == []
     assert {m.follow_id for m in matcher.run([(old, old_vectors)], any_age=True)} == {1, 2, 5}
-    assert matcher.run([(shared, vectors[shared.id])], backlog=True) == []
 
     # The follows are read once per refresh: a new one matches after `forget` (or the refresh time).
     follows.append(_follow(fake_embedder, 6, 1, "valley evacuation army"))
@@ -220,3 +218,32 @@ def test_a_story_of_short_sentences_is_still_quoted_and_cited():
     answer = ArticleSummarizer(sentences=2).run(meta, "Dam bursts upstream. Villages evacuated.")
     assert answer.found and answer.text.startswith("Dam bursts upstream. [1]")
     assert answer.citations[0].url == "https://wire.test/dam"
+
+
+def test_a_story_another_server_had_is_new_to_the_server_whose_feed_brings_it(config, fake_embedder, tmp_path):
+    """Server 2 ingested the story first; when server 1's own source brings the same story, it is
+    folded into the stored one, and server 1's follow matches it then (server 2's, never again)."""
+    from bot.service import NewsService
+    from index.store import Shards
+
+    config.follows.match_threshold, config.follows.delivery_window_minutes = 0.3, 0
+    story = {"title": "River floods force valley evacuation", "url": "https://wire.test/floods",
+             "text": "The river burst its banks and floods forced the evacuation of valley villages, officials said."}
+    path = tmp_path / "story.jsonl"
+    path.write_text(json.dumps(story) + "\n", encoding="utf-8")
+    service = NewsService(config, embedder=fake_embedder)
+    try:
+        one, _ = service.follow(Topic.parse("river floods evacuation"), guild_id=1, channel_id=10)
+        two, _ = service.follow(Topic.parse("river floods evacuation"), guild_id=2, channel_id=20)
+        assert len(service.ingest([str(path)], collection="guild:2").added) == 1
+        first = service.store.outbox.take(holder="t", shards=Shards(), lease=timedelta(minutes=1))
+        again = service.ingest([str(path)], collection="guild:1")
+        assert not again.added and again.duplicates  # folded: the same story
+        second = service.store.outbox.take(holder="t", shards=Shards(), lease=timedelta(minutes=1))
+        assert service.ingest([str(path)], collection="guild:1").duplicates  # read again: nothing new
+        third = service.store.outbox.take(holder="t", shards=Shards(), lease=timedelta(minutes=1))
+    finally:
+        service.store.close()
+    assert [m.follow_id for m in first] == [two.id]
+    assert [m.follow_id for m in second] == [one.id] and second[0].article_ids == first[0].article_ids
+    assert third == []
