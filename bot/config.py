@@ -209,7 +209,7 @@ class FollowsSettings:
     """Topic follows (/follow): how many a server may have, and how often a channel hears of them."""
 
     max_per_server: int = 50
-    # How close an article must be to a normal follow's topic (strict: +0.06, broad: -0.10). Chosen
+    # How close an article must be to a normal follow's topic (strict: +0.06, broad: -0.32). Chosen
     # for the bundled all-MiniLM-L6-v2 on labelled news (README, "Following topics"): another
     # [index] model wants `newsdesk eval follow` and a threshold of its own.
     match_threshold: float = 0.54

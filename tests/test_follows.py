@@ -32,7 +32,7 @@ def test_a_topic_reads_free_words_quoted_phrases_and_exclusions():
 
 
 def test_levels_step_from_the_normal_threshold():
-    assert thresholds(0.5) == {"strict": 0.56, "normal": 0.5, "broad": 0.4}
+    assert thresholds(0.5) == {"strict": 0.56, "normal": 0.5, "broad": 0.18}
 
 
 class _Registry:

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 # Discord allows 6,000 characters in an option: a longer topic than MAX_TOPIC_CHARS gets our own message.
 TopicText = app_commands.Range[str, 1, 6000]
 LEVELS = [app_commands.Choice(name=f"{level}: {about}", value=level) for level, about in zip(
-    FOLLOW_LEVELS, ("only close matches", "the default", "more stories, some less close"))]
+    FOLLOW_LEVELS, ("only close matches", "a story or a subject (the default)",
+                    "a whole section: politics, sport, technology…"))]
 # What a story's message needs in its channel: to see it, to post there, and to show the embed.
 NEEDED = discord.Permissions(view_channel=True, send_messages=True, embed_links=True)
 
