@@ -50,6 +50,12 @@ def guild_collection(guild_id: int) -> str:
     return f"guild:{guild_id}"
 
 
+def collections_for(guild_id: int) -> tuple[str, str]:
+    """What one server sees (its questions, its follows): the shared collection and its own, never
+    another server's."""
+    return (DEFAULT_COLLECTION, guild_collection(guild_id))
+
+
 def this_process() -> str:
     """Who holds a lease: the machine and the process."""
     return f"{socket.gethostname()}:{os.getpid()}"

@@ -18,8 +18,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from bot.extractive import content_stems
-from bot.feeds import guild_collection
-from index.article import DEFAULT_COLLECTION, Article
+from bot.feeds import collections_for
+from index.article import Article
 from index.sources.common import one_line
 from index.store import FOLLOW_LEVELS, Announcement, Follow, FollowRegistry
 from index.urls import redact_url
@@ -111,7 +111,7 @@ def contains_words(haystack: str, needle: str) -> bool:
 def sees(follow: Follow, article: Article) -> bool:
     """A follow sees what its server's questions see: the shared news and the server's own; a
     feed's follow, only that feed's items."""
-    if article.collection not in (DEFAULT_COLLECTION, guild_collection(follow.guild_id)):
+    if article.collection not in collections_for(follow.guild_id):
         return False
     return not follow.feed_url or article.source == redact_url(follow.feed_url)
 

@@ -20,18 +20,18 @@ from bot.answer_types import Answer, SearchResult
 from bot.answerability import AnswerabilityCheck, Verdict
 from bot.config import Config
 from bot.extractive import ExtractiveAnswerer
-from bot.feeds import guild_collection
+from bot.feeds import collections_for, guild_collection
 from bot.follows import FollowMatcher, Topic
 from bot.summarize import ArticleSummarizer, DigestWriter, TopicSummarizer
-from index.article import DEFAULT_COLLECTION, Article, ArticleMeta
+from index.article import DEFAULT_COLLECTION, ArticleMeta
 from index.chunk import Chunker
 from index.embed import Embedder, backend_of, load_embedder, new_index_backend
-from index.ingest import Ingestor, IngestReport, embed_text
+from index.ingest import Ingestor, IngestReport
 from index.retrieve import Hit, RetrievalMode, Retriever
 from index.sources.common import one_line
 from index.sources.fetch import FetchLimits
 from index.store import (
-    FOLLOW_FORMATS, FOLLOW_LEVELS, Announcement, Follow, NewsStore, SearchFilters, embed_key, open_store, recorded_model_name,
+    FOLLOW_FORMATS, FOLLOW_LEVELS, Announcement, Follow, NewsStore, SearchFilters, open_store, recorded_model_name,
 )
 from index.timefilter import time_filter_in
 
@@ -264,7 +264,7 @@ class NewsService:
         """Reads and indexes sources. `untrusted` sources came from server members (Discord): they
         may only be URLs, fetched with the private-address guard. With `announce`, the new articles'
         headlines are queued for that channel with the articles themselves. `backlog`: the first
-        read of a feed, whose old items its own announcements (a follow of the feed) skip."""
+        read of a feed, whose old items no follow is told of."""
         loader = self.guarded_loader if untrusted else self.loader
         with self._write_lock:
             return self.ingestor.run(loader.run(sources), collection=collection, progress=progress, announce=announce,
@@ -286,9 +286,8 @@ class NewsService:
         self.ingestor.matcher.forget()  # the next batch matches it
         if since is None:
             return follow, 0
-        own = guild_collection(guild_id)  # what the follow sees: the shared news and its server's own
-        filters = SearchFilters(since=since, collections=(DEFAULT_COLLECTION, own))
-        stored = [self.ingestor.stored_with_vectors(meta, text, collection=own)
+        filters = SearchFilters(since=since, collections=collections_for(guild_id))
+        stored = [self.ingestor.stored_with_vectors(meta, text, collection=guild_collection(guild_id))
                   for meta, text in self.store.recent_articles(filters, limit=BACKFILL_ARTICLES)]
         matches = self.ingestor.matcher.run([found for found in stored if found is not None], follows=[follow],
                                             any_age=True)

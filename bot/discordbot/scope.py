@@ -10,15 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.discordbot.errors import UserError
-from bot.feeds import guild_collection
+from bot.feeds import collections_for
 from bot.render import safe_text
-from index.article import DEFAULT_COLLECTION
 from index.store import SearchFilters
 from index.timefilter import parse_since
-
-
-def collections_for(guild_id: int) -> tuple[str, str]:
-    return (DEFAULT_COLLECTION, guild_collection(guild_id))
 
 
 def filters_for(
