@@ -155,8 +155,7 @@ class PostgresOutbox:
                RETURNING a.id, a.guild_id, a.channel_id, a.article_ids, a.created_at, a.follow_id, a.held""",
             (shards.count, list(shards.ids), limit, holder, lease),
         )
-        return sorted((Announcement(guild, channel, tuple(ids), id_, created, follow_id=follow_id, held=held)
-                       for id_, guild, channel, ids, created, follow_id, held in rows), key=lambda a: a.id)
+        return sorted(map(_announcement, rows), key=lambda a: a.id)
 
     def mark_sent(self, announcement_id: int) -> None:
         self.db.rows("UPDATE announcements SET sent_at = now() WHERE id = %s RETURNING id", (announcement_id,))
@@ -167,12 +166,11 @@ class PostgresOutbox:
 
     def waiting(self, channel_id: int) -> list[Announcement]:
         rows = self.db.rows(
-            "SELECT id, guild_id, channel_id, article_ids, created_at, follow_id FROM announcements"
+            "SELECT id, guild_id, channel_id, article_ids, created_at, follow_id, held FROM announcements"
             " WHERE channel_id = %s AND follow_id <> 0 AND sent_at IS NULL AND NOT held AND taken_by IS NULL"
             " AND taken_until >= now() ORDER BY id", (channel_id,),
         )
-        return [Announcement(guild, channel, tuple(ids), id_, created, follow_id=follow_id)
-                for id_, guild, channel, ids, created, follow_id in rows]
+        return [_announcement(row) for row in rows]
 
     def record_post(self, channel_id: int) -> None:
         self.db.rows("INSERT INTO channel_posts (channel_id) VALUES (%s) RETURNING channel_id", (channel_id,))
@@ -189,6 +187,11 @@ class PostgresOutbox:
         with self.db.connection() as conn, conn.transaction():
             conn.execute("DELETE FROM channel_posts WHERE posted_at < now() - %s", (older_than,))
             return conn.execute("DELETE FROM announcements WHERE sent_at < now() - %s", (older_than,)).rowcount
+
+
+def _announcement(row: tuple) -> Announcement:
+    id_, guild_id, channel_id, article_ids, created, follow_id, held = row
+    return Announcement(guild_id, channel_id, tuple(article_ids), id_, created, follow_id=follow_id, held=held)
 
 
 class PostgresFollowRegistry:

@@ -222,16 +222,14 @@ class SQLiteOutbox:
             db.execute("BEGIN IMMEDIATE")
             marks = ",".join("?" * len(shards.ids))
             rows = db.execute(
-                "SELECT id, guild_id, channel_id, article_ids, created_at, follow_id, held FROM announcements"
+                f"SELECT {_ANNOUNCEMENT_COLUMNS} FROM announcements"
                 " WHERE sent_at IS NULL AND (taken_until IS NULL OR taken_until < ?)"
                 f" AND (guild_id >> 22) % ? IN ({marks}) ORDER BY id LIMIT ?",
                 (now, shards.count, *shards.ids, limit),
             ).fetchall()
             db.executemany("UPDATE announcements SET taken_by = ?, taken_until = ? WHERE id = ?",
                            [(holder, now + lease.total_seconds(), row[0]) for row in rows])
-        return [Announcement(guild_id, channel_id, tuple(json.loads(ids)), id_, from_timestamp(created),
-                             follow_id=follow_id, held=bool(held))
-                for id_, guild_id, channel_id, ids, created, follow_id, held in rows]
+        return [_announcement(row) for row in rows]
 
     def mark_sent(self, announcement_id: int) -> None:
         with closing(_connect(self.path)) as db, db:
@@ -245,12 +243,11 @@ class SQLiteOutbox:
     def waiting(self, channel_id: int) -> list[Announcement]:
         with closing(_connect(self.path)) as db:
             rows = db.execute(
-                "SELECT id, guild_id, channel_id, article_ids, created_at, follow_id FROM announcements"
+                f"SELECT {_ANNOUNCEMENT_COLUMNS} FROM announcements"
                 " WHERE channel_id = ? AND follow_id != 0 AND sent_at IS NULL AND held = 0 AND taken_by IS NULL"
                 " AND taken_until >= ? ORDER BY id", (channel_id, utcnow().timestamp()),
             ).fetchall()
-        return [Announcement(guild_id, channel, tuple(json.loads(ids)), id_, from_timestamp(created), follow_id=follow_id)
-                for id_, guild_id, channel, ids, created, follow_id in rows]
+        return [_announcement(row) for row in rows]
 
     def record_post(self, channel_id: int) -> None:
         with closing(_connect(self.path)) as db, db:
@@ -312,6 +309,15 @@ class SQLiteFollowRegistry:
             rows = db.execute(query + " ORDER BY id", params).fetchall()
         return [Follow(id_, guild, channel, topic, vector_from(blob), level, by, from_timestamp(at), feed, shown)
                 for id_, guild, channel, topic, blob, level, by, at, feed, shown in rows]
+
+
+_ANNOUNCEMENT_COLUMNS = "id, guild_id, channel_id, article_ids, created_at, follow_id, held"
+
+
+def _announcement(row: tuple) -> Announcement:
+    id_, guild_id, channel_id, article_ids, created, follow_id, held = row
+    return Announcement(guild_id, channel_id, tuple(json.loads(article_ids)), id_, from_timestamp(created),
+                        follow_id=follow_id, held=bool(held))
 
 
 def _feed(row: tuple) -> Feed:
