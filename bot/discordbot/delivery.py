@@ -101,7 +101,6 @@ class AnnouncementDelivery(commands.Cog):
         plan = await asyncio.to_thread(plan)
         if plan.hold:
             await asyncio.to_thread(self.outbox.hold, plan.hold, until=plan.until)
-        channel = self._channel(channel_id)
         posted = 0
         for unit in plan.posts:
             replies, left = await asyncio.to_thread(follow_reply, service, unit, cap=cap)
@@ -109,14 +108,11 @@ class AnnouncementDelivery(commands.Cog):
                 if any(_age(m) < REPLICA_PATIENCE for m in unit.matches):
                     continue  # a read replica behind: tried again when the lease ends
             else:
-                try:
-                    await send_to(channel, replies, nonce=f"nf{unit.matches[0].id}")
-                except discord.HTTPException as exc:
-                    if exc.status == 429 or exc.status >= 500:
-                        continue  # Discord's trouble: the lease runs out and it is tried again
-                    # A channel that is gone or closed to the bot: posting again would not help.
-                    log.warning("could not post follow %s in channel %s: %s", unit.follow.id, channel_id, exc)
-                else:
+                sent = await self._send(channel_id, replies, nonce=f"nf{unit.matches[0].id}",
+                                        what=f"follow {unit.follow.id}")
+                if sent is None:
+                    continue
+                if sent:
                     await asyncio.to_thread(self.outbox.record_post, channel_id)
                     posted += 1
             if left:  # the next catch-up lists them
@@ -135,20 +131,27 @@ class AnnouncementDelivery(commands.Cog):
             channel = self.bot.get_partial_messageable(channel_id)
         return channel
 
+    async def _send(self, channel_id: int, replies: list[Reply], *, nonce: str, what: str) -> bool | None:
+        """Post `replies` with `nonce`: True once posted; None for Discord's trouble (429, 5xx: the
+        lease runs out and it is tried again); False for a channel that is gone or closed to the
+        bot, where posting again would not help (logged)."""
+        try:
+            await send_to(self._channel(channel_id), replies, nonce=nonce)
+        except discord.HTTPException as exc:
+            if exc.status == 429 or exc.status >= 500:
+                return None
+            log.warning("could not post %s in channel %s: %s", what, channel_id, exc)
+            return False
+        return True
+
     async def _post(self, announcement: Announcement) -> bool:
-        channel = self._channel(announcement.channel_id)
         try:
             items = await asyncio.to_thread(headline_items, self.bot.service, announcement)
             if len(items) < len(announcement.article_ids) and _age(announcement) < REPLICA_PATIENCE:
                 return False  # a read replica that has not caught up yet: the lease runs out, it is tried again
-            if items:
-                await send_to(channel, render_headlines(items), nonce=f"nd{announcement.id}")
-        except discord.HTTPException as exc:
-            if exc.status == 429 or exc.status >= 500:
-                return False  # Discord's trouble: the lease runs out and it is tried again
-            # A channel that is gone or closed to the bot: posting again would not help.
-            log.warning("could not post announcement %s in channel %s: %s", announcement.id,
-                        announcement.channel_id, exc)
+            if items and await self._send(announcement.channel_id, render_headlines(items),
+                                          nonce=f"nd{announcement.id}", what=f"announcement {announcement.id}") is None:
+                return False
         except StoreError as exc:
             self._report_outage(exc)
             return False
