@@ -235,11 +235,14 @@ def bench_config(config: Config, data_dir: Path | str) -> Config:
 _TRAILING = re.compile(r"[\s,;:.!?\"'”’)]+$")
 
 
-def _title_question(title: str) -> str:
+def plain_title(title: str) -> str:
+    """A headline on one line, in sentence case if it was all capitals (Reuters' are)."""
     title = " ".join(title.split())
-    if title.isupper():  # Reuters headlines are in capitals
-        title = title.capitalize()
-    return f"What happened with {_TRAILING.sub('', title)}?"
+    return title.capitalize() if title.isupper() else title
+
+
+def _title_question(title: str) -> str:
+    return f"What happened with {_TRAILING.sub('', plain_title(title))}?"
 
 
 def _sentence_question(text: str, rng: random.Random) -> str:

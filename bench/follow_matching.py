@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Progress, bench_config, latency_summary, read_articles, write_slice
+from bench.common import Progress, bench_config, latency_summary, plain_title, read_articles, write_slice
 from bot.config import Config
 from bot.follows import FollowMatcher, Topic
 from index.embed import Embedder
@@ -57,10 +57,7 @@ def _topic_from(title: str, number: int, variant: int) -> str | None:
     """A short topic as an admin might type it from a headline: 2-4 of its words, every sixth with its
     first two-word phrase quoted, every seventh with a -word left out. `variant` shifts the words taken,
     for a corpus with fewer headlines than follows."""
-    title = " ".join(title.split())
-    if title.isupper():  # Reuters headlines are in capitals
-        title = title.capitalize()
-    tokens = _TOKEN.findall(title)
+    tokens = _TOKEN.findall(plain_title(title))
     words = [t for t in tokens if _content(t)]
     size = 2 + number % 3
     if len(words) < 2 or variant >= len(words) - 1:
