@@ -14,8 +14,8 @@ from datetime import timedelta
 
 import pytest
 from test_discord_bot import (  # noqa: F401 (fixtures)
-    ARTICLES, FeedServer, any_backend, bot_config, emulator, error_records, followups, indexed, news, sent_messages,
-    with_bot,
+    ARTICLES, FeedServer, any_backend, bot_config, callback, emulator, error_records, followups, indexed, news,
+    sent_messages, with_bot,
 )
 
 from bench.discord_emulator import EPHEMERAL, MANAGE_GUILD
@@ -234,8 +234,6 @@ def test_follows_are_for_admins_and_bad_topics_get_a_clear_answer(emulator, foll
     with_bot(emulator, follow_config, indexed, scenario)
 
     def said(name) -> str:
-        from test_discord_bot import callback
-
         call = callback(emulator, sent[name])
         if call.body["type"] == 4:
             assert call.body["data"]["flags"] & EPHEMERAL
@@ -260,8 +258,6 @@ def test_follows_are_for_admins_and_bad_topics_get_a_clear_answer(emulator, foll
 
 
 def callback_choices(emulator, interaction) -> list[dict]:
-    from test_discord_bot import callback
-
     return callback(emulator, interaction).body["data"]["choices"]
 
 
@@ -278,8 +274,6 @@ def test_a_follow_since_a_time_posts_the_matching_stories_already_indexed(emulat
         await asyncio.sleep(2.5)
 
     with_bot(emulator, follow_config, indexed, scenario)
-    from test_discord_bot import callback
-
     assert callback(emulator, sent["bad"]).body["data"]["content"].startswith("Can't read the date 'the day after'")
     assert "1 already indexed since 24h matched" in followups(emulator, sent["ok"])[0].body["content"]
     (story,) = posts_in(emulator, general)  # the indexed flood story; the others lack "river valley"
