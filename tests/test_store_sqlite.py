@@ -108,3 +108,22 @@ def test_broad_and_narrow_filters_both_search_only_what_they_allow(tmp_path, fak
     rows = store.chunks_with_articles([chunk_id for chunk_id, _ in everything])
     best_shared = [hit for hit in everything if rows[hit[0]][1].id in shared][:10]
     assert store.lexical_search(["harbour", "market"], 10, SearchFilters(collections=("shared",))) == best_shared
+
+
+def test_a_state_file_locked_too_long_is_a_store_error_the_loops_wait_out(store):
+    """The bot's loops catch StoreError and retry; a raw sqlite3 error would end them."""
+    import sqlite3
+    from datetime import timedelta
+
+    from index.store import Shards
+
+    outbox = store.outbox
+    holder = sqlite3.connect(store.dir / "feeds.sqlite3")
+    holder.execute("BEGIN EXCLUSIVE")  # another process holding the file past the 10 s timeout
+    try:
+        with pytest.raises(StoreError, match="state file feeds.sqlite3 is busy"):
+            outbox.take(holder="serve-0", shards=Shards(), lease=timedelta(minutes=1))
+    finally:
+        holder.rollback()
+        holder.close()
+    assert outbox.take(holder="serve-0", shards=Shards(), lease=timedelta(minutes=1)) == []

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -62,9 +61,8 @@ class AnnouncementDelivery(commands.Cog):
             await self.pruning.run()
             taken = await asyncio.to_thread(self.outbox.take, holder=self.holder, shards=self.bot.shards_held,
                                             lease=self.lease)
-        except (StoreError, sqlite3.OperationalError) as exc:
-            # The database is away (or the state file locked too long): an exception would end this
-            # loop for good; the next round retries.
+        except StoreError as exc:
+            # The database is away: an exception would end this loop for good; the next round retries.
             self._report_outage(exc)
             return 0
         self._unavailable = False
@@ -162,7 +160,7 @@ class AnnouncementDelivery(commands.Cog):
             return False
         return True
 
-    def _report_outage(self, exc: Exception) -> None:
+    def _report_outage(self, exc: StoreError) -> None:
         """One line per outage: the next round that reaches the database ends it."""
         if not self._unavailable:
             log.warning("announcements wait: %s", exc)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
-from contextlib import closing
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from index.article import DEFAULT_COLLECTION, utcnow
 from index.store.types import (
-    ALREADY_FOLLOWED, Announcement, Feed, Follow, Shards, too_many_follows, vector_bytes, vector_from,
+    ALREADY_FOLLOWED, Announcement, Feed, Follow, Shards, StoreError, too_many_follows, vector_bytes, vector_from,
 )
 from index.urls import check_feed_url
 
@@ -64,6 +64,22 @@ def _connect(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, timeout=10)
 
 
+@contextmanager
+def _state(path: Path, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+    """A connection to the state file for one call (in a transaction with `write`). A file locked
+    past the timeout, or one that cannot be read, is a StoreError, as a database away is: the bot's
+    loops wait for it and retry instead of stopping."""
+    try:
+        with closing(_connect(path)) as db:
+            if write:
+                with db:
+                    yield db
+            else:
+                yield db
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"the bot's state file {path.name} is busy or unreadable ({exc}); it is tried again") from None
+
+
 def open_state(path: str | Path) -> Path:
     """The state file, created or brought up to date (under the write lock: two processes may open
     an old file at once)."""
@@ -91,13 +107,10 @@ class SQLiteFeedRegistry:
     def __init__(self, path: str | Path) -> None:
         self.path = open_state(path)
 
-    def _connect(self) -> sqlite3.Connection:
-        return _connect(self.path)
-
     def sync_config(self, feeds: Iterable[Feed]) -> None:
         wanted = {(check_feed_url(f.url), f.collection): f for f in feeds}
         now = utcnow().timestamp()
-        with closing(self._connect()) as db, db:
+        with _state(self.path, write=True) as db:
             present = {(u, c) for u, c in db.execute("SELECT url, collection FROM feeds WHERE from_config = 1")}
             for url, collection in present - set(wanted):
                 db.execute("DELETE FROM feeds WHERE url = ? AND collection = ?", (url, collection))
@@ -112,7 +125,7 @@ class SQLiteFeedRegistry:
     def add(self, url: str, *, collection: str, channel_id: int = 0, added_by: int = 0, guild_id: int = 0) -> Feed:
         url = check_feed_url(url)
         added_at = utcnow()
-        with closing(self._connect()) as db, db:
+        with _state(self.path, write=True) as db:
             try:
                 db.execute(
                     "INSERT INTO feeds (url, collection, channel_id, added_by, added_at, guild_id) VALUES (?, ?, ?, ?, ?, ?)",
@@ -123,7 +136,7 @@ class SQLiteFeedRegistry:
         return Feed(url, collection, channel_id, added_by, added_at=added_at, guild_id=guild_id)
 
     def remove(self, url: str, *, collection: str) -> bool:
-        with closing(self._connect()) as db, db:
+        with _state(self.path, write=True) as db:
             cursor = db.execute(
                 "DELETE FROM feeds WHERE url = ? AND collection = ? AND from_config = 0", (url.strip(), collection)
             )
@@ -137,13 +150,13 @@ class SQLiteFeedRegistry:
             query += f" WHERE collection IN ({', '.join('?' * len(params)) or 'NULL'})"
         query += " ORDER BY collection != ?, collection, added_at, url"
         params.append(DEFAULT_COLLECTION)
-        with closing(self._connect()) as db:
+        with _state(self.path) as db:
             rows = db.execute(query, params).fetchall()
         return [_feed(row) for row in rows]
 
     def due(self, *, every: timedelta, now: datetime | None = None) -> list[Feed]:
         cutoff = ((now or utcnow()) - every).timestamp()
-        with closing(self._connect()) as db:
+        with _state(self.path) as db:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM feeds WHERE last_polled IS NULL OR last_polled <= ?"
                 " ORDER BY coalesce(last_polled, 0), added_at",
@@ -153,7 +166,7 @@ class SQLiteFeedRegistry:
 
     def claim_due(self, *, every: timedelta, holder: str, lease: timedelta, limit: int = 10) -> list[Feed]:
         now = utcnow().timestamp()
-        with closing(self._connect()) as db, db:
+        with _state(self.path, write=True) as db:
             db.execute("BEGIN IMMEDIATE")  # two workers on one machine must not claim the same feed
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM feeds WHERE (last_polled IS NULL OR last_polled <= ?)"
@@ -165,7 +178,7 @@ class SQLiteFeedRegistry:
         return [_feed(row) for row in rows]
 
     def renew(self, feed: Feed, *, holder: str, lease: timedelta) -> bool:
-        with closing(self._connect()) as db, db:
+        with _state(self.path, write=True) as db:
             cursor = db.execute(
                 "UPDATE feeds SET lease_until = ? WHERE url = ? AND collection = ? AND lease_holder = ?",
                 (utcnow().timestamp() + lease.total_seconds(), feed.url, feed.collection, holder),
@@ -173,14 +186,14 @@ class SQLiteFeedRegistry:
         return cursor.rowcount > 0
 
     def mark_polled(self, feed: Feed, *, when: datetime, error: str | None = None, holder: str | None = None) -> None:
-        with closing(self._connect()) as db, db:
+        with _state(self.path, write=True) as db:
             db.execute("UPDATE feeds SET last_polled = ?, last_error = ? WHERE url = ? AND collection = ?",
                        (when.timestamp(), error, feed.url, feed.collection))
             db.execute("UPDATE feeds SET lease_holder = NULL, lease_until = NULL WHERE url = ? AND collection = ?"
                        " AND (? IS NULL OR lease_holder = ?)", (feed.url, feed.collection, holder, holder))
 
     def claim_digest(self, channel_id: int, day: date) -> bool:
-        with closing(self._connect()) as db, db:
+        with _state(self.path, write=True) as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO digests VALUES (?, ?, ?)", (channel_id, day.isoformat(), utcnow().timestamp())
             )
@@ -193,7 +206,7 @@ class SQLiteFeedRegistry:
              f.guild_id)
             for f in feeds
         ]
-        with closing(self._connect()) as db, db:
+        with _state(self.path, write=True) as db:
             before = db.total_changes
             db.executemany(f"INSERT OR IGNORE INTO feeds ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             return db.total_changes - before
@@ -208,7 +221,7 @@ class SQLiteOutbox:
     def add(self, announcement: Announcement) -> int:
         now = utcnow().timestamp()
         not_before = now + announcement.delay.total_seconds() if announcement.delay else None
-        with closing(_connect(self.path)) as db, db:
+        with _state(self.path, write=True) as db:
             return db.execute(
                 "INSERT INTO announcements (guild_id, channel_id, article_ids, created_at, follow_id, taken_until)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -218,7 +231,7 @@ class SQLiteOutbox:
 
     def take(self, *, holder: str, shards: Shards, lease: timedelta, limit: int = 20) -> list[Announcement]:
         now = utcnow().timestamp()
-        with closing(_connect(self.path)) as db, db:
+        with _state(self.path, write=True) as db:
             db.execute("BEGIN IMMEDIATE")
             marks = ",".join("?" * len(shards.ids))
             rows = db.execute(
@@ -232,16 +245,16 @@ class SQLiteOutbox:
         return [_announcement(row) for row in rows]
 
     def mark_sent(self, announcement_id: int) -> None:
-        with closing(_connect(self.path)) as db, db:
+        with _state(self.path, write=True) as db:
             db.execute("UPDATE announcements SET sent_at = ? WHERE id = ?", (utcnow().timestamp(), announcement_id))
 
     def hold(self, announcement_ids: Sequence[int], *, until: datetime) -> None:
-        with closing(_connect(self.path)) as db, db:
+        with _state(self.path, write=True) as db:
             db.executemany("UPDATE announcements SET held = 1, taken_by = NULL, taken_until = ? WHERE id = ?",
                            [(until.timestamp(), id_) for id_ in announcement_ids])
 
     def waiting(self, channel_id: int) -> list[Announcement]:
-        with closing(_connect(self.path)) as db:
+        with _state(self.path) as db:
             rows = db.execute(
                 f"SELECT {_ANNOUNCEMENT_COLUMNS} FROM announcements"
                 " WHERE channel_id = ? AND follow_id != 0 AND sent_at IS NULL AND held = 0 AND taken_by IS NULL"
@@ -250,22 +263,22 @@ class SQLiteOutbox:
         return [_announcement(row) for row in rows]
 
     def record_post(self, channel_id: int) -> None:
-        with closing(_connect(self.path)) as db, db:
+        with _state(self.path, write=True) as db:
             db.execute("INSERT INTO channel_posts VALUES (?, ?)", (channel_id, utcnow().timestamp()))
 
     def posts_since(self, channel_id: int, since: datetime) -> list[datetime]:
-        with closing(_connect(self.path)) as db:
+        with _state(self.path) as db:
             rows = db.execute("SELECT posted_at FROM channel_posts WHERE channel_id = ? AND posted_at >= ?"
                               " ORDER BY posted_at", (channel_id, since.timestamp())).fetchall()
         return [from_timestamp(posted) for posted, in rows]
 
     def unsent(self) -> int:
-        with closing(_connect(self.path)) as db:
+        with _state(self.path) as db:
             return db.execute("SELECT count(*) FROM announcements WHERE sent_at IS NULL").fetchone()[0]
 
     def prune(self, *, older_than: timedelta) -> int:
         cutoff = utcnow().timestamp() - older_than.total_seconds()
-        with closing(_connect(self.path)) as db, db:
+        with _state(self.path, write=True) as db:
             db.execute("DELETE FROM channel_posts WHERE posted_at < ?", (cutoff,))
             return db.execute("DELETE FROM announcements WHERE sent_at < ?", (cutoff,)).rowcount
 
@@ -279,7 +292,7 @@ class SQLiteFollowRegistry:
     def add(self, *, guild_id: int, channel_id: int, topic: str, vector: np.ndarray, level: str = "normal",
             created_by: int = 0, limit: int = 50, feed_url: str = "", format: str = "summary") -> Follow:
         created_at = utcnow()
-        with closing(_connect(self.path)) as db, db:
+        with _state(self.path, write=True) as db:
             db.execute("BEGIN IMMEDIATE")  # the count and the insert, as one: two admins at once stay under `limit`
             (count,) = db.execute("SELECT count(*) FROM follows WHERE guild_id = ?", (guild_id,)).fetchone()
             if count >= limit:
@@ -296,7 +309,7 @@ class SQLiteFollowRegistry:
         return Follow(follow_id, guild_id, channel_id, topic, vector, level, created_by, created_at, feed_url, format)
 
     def remove(self, follow_id: int, *, guild_id: int) -> bool:
-        with closing(_connect(self.path)) as db, db:
+        with _state(self.path, write=True) as db:
             return db.execute("DELETE FROM follows WHERE id = ? AND guild_id = ?", (follow_id, guild_id)).rowcount > 0
 
     def follows(self, *, guild_id: int | None = None) -> list[Follow]:
@@ -305,7 +318,7 @@ class SQLiteFollowRegistry:
         params: tuple = ()
         if guild_id is not None:
             query, params = query + " WHERE guild_id = ?", (guild_id,)
-        with closing(_connect(self.path)) as db:
+        with _state(self.path) as db:
             rows = db.execute(query + " ORDER BY id", params).fetchall()
         return [Follow(id_, guild, channel, topic, vector_from(blob), level, by, from_timestamp(at), feed, shown)
                 for id_, guild, channel, topic, blob, level, by, at, feed, shown in rows]
