@@ -174,8 +174,17 @@ def ensure_built(config, embedder, base: list[ArticleRecord], *, size: int, nois
     if marker.exists():
         recorded = json.loads(marker.read_text(encoding="utf-8"))
         if {k: recorded.get(k) for k in wanted} == wanted:
-            if config.store.backend == "postgres":  # kept from an older newsdesk: bring its schema up to date
+            # Kept from an older newsdesk: bring it up to date (PostgreSQL's schema; SQLite's BM25
+            # postings, which a writer builds when it opens a store that lacks them).
+            if config.store.backend == "postgres":
                 upgrade_database(config.store, model_name=embedder.name, dim=embedder.dim)
+            else:
+                store = _store(config, embedder, fresh=False)
+                try:
+                    with store.writer():
+                        pass
+                finally:
+                    store.close()
             return recorded
     backend = config.store.backend
     progress(f"building the {backend} store of {size:,} chunks (once; kept for later runs)")
@@ -244,6 +253,40 @@ def _recall(store: NewsStore, queries: np.ndarray, truth_keys: list[tuple[str, i
             "dense_search": latency_summary(latencies)}
 
 
+def _lexical_recall(config, embedder, questions: list[tuple[str, str]], filters: SearchFilters, k: int = 10) -> dict:
+    """SQLite's BM25 as it searches (reading each word's postings only as deep as its top k needs,
+    up to a bound) against the same search reading every posting: the share of the full top k's
+    scores it finds (copies of a chunk score alike, so any copy counts), and both latencies."""
+    from collections import Counter
+
+    from index.retrieve import query_terms
+    from index.store.sqlite import SQLiteStore
+
+    def store(**settings) -> SQLiteStore:
+        return SQLiteStore(config.data_dir, model_name=embedder.name, dim=embedder.dim, **settings)
+
+    bounded, whole = store(), store(lexical_depth=10**9)
+    found, compared, latency, latency_whole = 0.0, 0, [], []
+    try:
+        for question, _ in questions:
+            terms = query_terms(question)
+            started = time.perf_counter()
+            expected = whole.lexical_search(terms, k, filters)
+            latency_whole.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            got = bounded.lexical_search(terms, config.retrieval.candidates, filters)[:k]
+            latency.append((time.perf_counter() - started) * 1000)
+            if expected:
+                overlap = Counter(round(s, 6) for _, s in got) & Counter(round(s, 6) for _, s in expected)
+                found += sum(overlap.values()) / len(expected)
+                compared += 1
+    finally:
+        bounded.close()
+        whole.close()
+    return {f"recall_at_{k}": round(found / max(compared, 1), 4), "questions": len(questions),
+            "bm25": latency_summary(latency), "bm25_reading_every_posting": latency_summary(latency_whole)}
+
+
 def run(config, embedder, base_service, *, data_dir: Path, sizes=SIZES, backends=("sqlite", "postgres"),
         questions: int = 200, warmup: int = 10, scoped_questions: int = 100, recall_queries: int = 200,
         memory_queries: int = 20, noise: float = 0.6, seed: int = 0, tune_server: bool = True,
@@ -299,6 +342,11 @@ def _run(config, embedder, base_service, database, *, data_dir, sizes, backends,
                 point.update(_recall(service.store, queries, truth_keys, truth))
             finally:
                 service.store.close()
+            if backend == "sqlite":
+                point["lexical"] = {scope: _lexical_recall(config_b, embedder, questions, filters)
+                                    for scope, questions, filters in (("everything", asked[warmup:], SearchFilters()),
+                                                                      ("scoped_like_discord", scoped, discord_filter))}
+                progress(f"  {label}: BM25 recall@10 {point['lexical']['everything']['recall_at_10']}")
             point["serving_process"] = _serving_memory(config_b, memory_queries)
             points.append(point)
             progress(f"  {label}: ask p95 {point['ask']['p95_ms']} ms, recall@10 {point['recall_at_10']}")

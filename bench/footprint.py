@@ -86,8 +86,8 @@ def _sqlite_tables(path: Path) -> dict[str, int] | None:
     out: dict[str, int] = {}
     for name, size in rows:
         owner = owners.get(name, name)
-        if owner.startswith("chunks_fts"):
-            owner = "chunks_fts (BM25)"
+        if owner.startswith("lexicon_"):
+            owner = "lexicon (BM25)"
         elif owner.startswith("sqlite_"):
             owner = "sqlite internal"
         out[owner] = out.get(owner, 0) + int(size)

@@ -480,6 +480,24 @@ def _backends(r: dict) -> list[str]:
             f"{_fmt(p['disk_mb'] / 1024, 2)} GB |")
     builds = ", ".join(f"{p['backend']} {p['chunks']:,} in {_fmt(p['build_seconds'] / 60)} min" for p in r["points"])
     lines += ["", f"Built once and kept: {builds}.", ""]
+    lexical = [p for p in r["points"] if "lexical" in p]
+    if lexical:
+        lines += [
+            "SQLite's BM25 reads each word's postings best first and stops when nothing unread could enter its "
+            "top 10 (or at a bound); against the same search reading every posting (recall@10 counts the full "
+            "top 10's scores found: a chunk's copies score alike):",
+            "",
+            "| chunks | questions | BM25 recall@10 | BM25 p50 / p95 | reading every posting p50 / p95 |",
+            "|---|---|---|---|---|",
+        ]
+        for p in lexical:
+            for scope, m in p["lexical"].items():
+                lines.append(
+                    f"| {p['chunks']:,} | {scope.replace('_', ' ')} ({m['questions']}) | {_fmt(m['recall_at_10'], 3)} | "
+                    f"{_fmt(m['bm25']['p50_ms'])} / **{_fmt(m['bm25']['p95_ms'])} ms** | "
+                    f"{_fmt(m['bm25_reading_every_posting']['p50_ms'])} / "
+                    f"{_fmt(m['bm25_reading_every_posting']['p95_ms'])} ms |")
+        lines.append("")
     return lines
 
 

@@ -1,6 +1,6 @@
 """Hybrid retrieval: dense and lexical (BM25) rankings from the store, fused, with recency and diversity.
 
-The store searches (index.store: FAISS or pgvector, FTS5 or PostgreSQL full text) and applies the
+The store searches (index.store: FAISS or pgvector, its own BM25 postings or PostgreSQL full text) and applies the
 filters; what is done with its two rankings is the same for every backend and lives here.
 """
 

@@ -1,6 +1,6 @@
 """What a store must look like after any crash: every article whole or absent, its search data in step.
 
-For SQLite: FAISS, BM25 (FTS5) and SQLite in exact agreement. For PostgreSQL: chunks, vectors and
+For SQLite: FAISS, the BM25 postings (the lexicon) and SQLite in exact agreement. For PostgreSQL: chunks, vectors and
 the BM25 statistics the triggers keep.
 
 `check_index` reads the folder as a restarted process would, but first inspects the FAISS file of
@@ -12,7 +12,9 @@ exact spans the ingest would have written, not just "at least one".
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from index.chunk import Chunker
 from index.ingest import embed_text
 from index.store import SearchFilters
 from index.store.sqlite import SQLiteStore
+from index.store.sqlite_lexicon import terms_of
 
 
 def check_index(folder: str | Path, *, chunker: Chunker, model_name: str, dim: int) -> dict[str, int]:
@@ -31,13 +34,10 @@ def check_index(folder: str | Path, *, chunker: Chunker, model_name: str, dim: i
     folder = Path(folder)
     with closing(sqlite3.connect(folder / "news.sqlite3")) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        # FTS5 verifies its postings against its stored rows; it raises if they disagree.
-        db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES('integrity-check')")
         generation = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
         articles = db.execute("SELECT rowid, id, title, text FROM articles").fetchall()
         chunks = db.execute("SELECT id, article, ordinal, start, end, embed_hash FROM chunks ORDER BY article, ordinal")
         chunks = chunks.fetchall()
-        fts = {rowid: (title, body) for rowid, title, body in db.execute("SELECT rowid, title, body FROM chunks_fts")}
         vectors = dict(db.execute("SELECT hash, vector FROM vectors WHERE model = ?", (model_name,)).fetchall())
         orphans = {
             table: db.execute(
@@ -50,13 +50,12 @@ def check_index(folder: str | Path, *, chunker: Chunker, model_name: str, dim: i
             "WHERE NOT EXISTS (SELECT 1 FROM article_collections c WHERE c.article = a.rowid)"
         ).fetchone()[0]
         bands = {n for (n,) in db.execute("SELECT (SELECT count(*) FROM lsh WHERE article = a.rowid) FROM articles a")}
+        lexicon = _lexicon(db)
     assert orphans == dict.fromkeys(orphans, 0), orphans
     assert without_collection == 0
     assert len(bands) <= 1 and 0 not in bands, f"articles with different numbers of LSH keys: {bands}"
 
-    # BM25: exactly one posting row per chunk, holding that chunk's title and text.
     chunk_ids = [c[0] for c in chunks]
-    assert set(fts) == set(chunk_ids), "FTS rows and chunks differ"
 
     # FAISS: the committed generation's file exists and holds exactly the chunks, with their vectors.
     faiss_files = sorted(p.name for p in folder.glob("vectors-*.faiss"))
@@ -76,9 +75,14 @@ def check_index(folder: str | Path, *, chunker: Chunker, model_name: str, dim: i
             expected = np.frombuffer(vectors[hash_of[chunk_id]], dtype=np.float32)
             assert np.array_equal(vector, expected), f"chunk {chunk_id}: FAISS vector differs from SQLite's"
 
+    assert set(lexicon) == set(chunk_ids), "the lexicon's chunks and the chunks differ"
+
     def chunk_is_whole(chunk: tuple, article: Article, text: str) -> None:
         assert chunk[5] in vectors, f"{article.id}: chunk {chunk[2]} has no vector"
-        assert fts[chunk[0]] == (article.title, text), f"{article.id}: FTS row differs from the chunk"
+        # BM25: the chunk's title and text posted, the title's words counting half (tf is kept in halves).
+        title_terms, body_terms = terms_of(article.title), terms_of(text)
+        expected = Counter(title_terms) + Counter({term: 2 * n for term, n in Counter(body_terms).items()})
+        assert lexicon[chunk[0]] == (expected, len(title_terms) + len(body_terms)), f"{article.id}: postings differ"
 
     found = _each_article_whole(articles, [(c[1], c[2], c[3], c[4], c[5], c) for c in chunks], chunker=chunker,
                                 model_name=model_name, check=chunk_is_whole)
@@ -91,6 +95,49 @@ def check_index(folder: str | Path, *, chunker: Chunker, model_name: str, dim: i
     assert sorted(c for c, _ in store.dense_search(query, len(chunk_ids) + 1, SearchFilters())) == sorted(chunk_ids)
     store.close()
     return found
+
+
+def _lexicon(db: sqlite3.Connection) -> dict[int, tuple[Counter, int]]:
+    """{chunk id: (its terms' counts, its length)} as the postings hold them, after checking that the
+    postings (pending blobs and packed arrays, the arrays best first), the chunks' own term lists, each term's
+    counts and the totals all say the same."""
+    from index.store.sqlite_lexicon import PACKED
+
+    names = dict(db.execute("SELECT id, term FROM lexicon_terms"))
+    posted: dict[int, tuple[Counter, set]] = {}
+    where: Counter = Counter()  # (term, "pending" or "packed") -> postings; (term, "batches") -> pending blobs
+
+    def post(term: int, chunk: int, tf: int, length: int, place: str) -> None:
+        counts, lengths = posted.setdefault(chunk, (Counter(), set()))
+        assert names[term] not in counts, f"chunk {chunk} posted twice under {names[term]!r}"
+        counts[names[term]] = tf
+        lengths.add(length)
+        where[term, place] += 1
+
+    for term, blob in db.execute("SELECT term, postings FROM lexicon_pending"):
+        pending = np.frombuffer(blob, dtype=PACKED)
+        assert len(pending), f"{names[term]!r}: an empty pending blob"
+        for chunk, tf, length in zip(pending["chunk"].tolist(), pending["tf"].tolist(), pending["length"].tolist()):
+            post(term, chunk, tf, length, "pending")
+        where[term, "batches"] += 1
+    for term, blob in db.execute("SELECT term, postings FROM lexicon_packed"):
+        packed = np.frombuffer(blob, dtype=PACKED)
+        order = np.lexsort((packed["chunk"], -packed["impact"].astype(np.int32)))
+        assert len(packed) and (order == np.arange(len(packed))).all(), f"{names[term]!r}: packed out of order"
+        for chunk, tf, length in zip(packed["chunk"].tolist(), packed["tf"].tolist(), packed["length"].tolist()):
+            post(term, chunk, tf, length, "packed")
+    own = {}
+    for chunk, length, terms, counts in db.execute("SELECT chunk, length, terms, counts FROM lexicon_chunks"):
+        own[chunk] = (Counter(dict(zip((names[t] for t in np.frombuffer(terms, dtype=np.uint32).tolist()),
+                                       np.frombuffer(counts, dtype=np.uint16).tolist()))), length)
+    assert {c: (counts, {length}) for c, (counts, length) in own.items() if counts} == posted, \
+        "the postings and the chunks' own term lists differ"
+    documents = Counter(term for counts, _ in own.values() for term in counts)
+    for term_id, term, *counts in db.execute("SELECT id, term, chunks, pending, batches, packed FROM lexicon_terms"):
+        assert counts == [documents[term], *(where[term_id, place] for place in ("pending", "batches", "packed"))], term
+    totals = json.loads(db.execute("SELECT value FROM meta WHERE key = 'lexicon'").fetchone()[0])
+    assert (totals["chunks"], totals["words"]) == (len(own), sum(length for _, length in own.values())), totals
+    return own
 
 
 def check_postgres(url: str, *, chunker: Chunker, model_name: str) -> dict[str, int]:

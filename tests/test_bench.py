@@ -131,6 +131,10 @@ def test_every_section_writes_its_figures(config, corpus, tmp_path):
         assert point["ask"]["n"] == 4 and point["scoped_like_discord"]["questions"] == 2
         assert 0 < point["ask"]["p50_ms"] <= point["ask"]["p95_ms"] and point["parts_p50_ms"]["embed_ms"] >= 0
         assert 0.5 <= point["recall_at_10"] <= 1 and point["queries"] == 5
+        if point["backend"] == "sqlite":  # BM25 as it searches against reading every posting
+            assert point["lexical"]["everything"]["questions"] == 4
+            assert point["lexical"]["scoped_like_discord"]["questions"] == 2
+            assert all(0 < m["recall_at_10"] <= 1 for m in point["lexical"].values())
     assert scale["postgres"]["pgvector"] and scale["synthetic"]["noise"] == 0.6
     # The same copies in both backends: the same chunk counts.
     assert len({(p["size"], p["chunks"]) for p in scale["points"]}) == 2

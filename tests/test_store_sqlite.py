@@ -1,14 +1,18 @@
-"""What only the embedded backend has: a FAISS file and FTS5 postings kept in step with SQLite, one
-writer per folder, and a vector index that changes kind as the collection grows.
+"""What only the embedded backend has: a FAISS file and BM25 postings ordered by impact kept in step
+with SQLite, one writer per folder, and a vector index that changes kind as the collection grows.
 
 What every backend must do is in test_store_contract.py; these check the files on disk.
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from contextlib import closing
+
 import numpy as np
 import pytest
-from conftest import WIRE, article, make_ingestor
+from conftest import WIRE, article, make_ingestor, shared_data
 from index_invariants import check_index
 
 from index.chunk import Chunker
@@ -23,7 +27,7 @@ def store(tmp_path, fake_embedder):
 
 
 def consistent(store: SQLiteStore, embedder) -> dict[str, int]:
-    """Asserts that FAISS, FTS5 and SQLite agree on disk; returns {article id: chunks}."""
+    """Asserts that FAISS, the BM25 postings and SQLite agree on disk; returns {article id: chunks}."""
     return check_index(store.dir, chunker=Chunker(embedder.count_tokens, max_tokens=40), model_name=embedder.name,
                        dim=embedder.dim)
 
@@ -127,3 +131,111 @@ def test_a_state_file_locked_too_long_is_a_store_error_the_loops_wait_out(store)
         holder.rollback()
         holder.close()
     assert outbox.take(holder="serve-0", shards=Shards(), lease=timedelta(minutes=1)) == []
+
+
+def bbc_stories(n: int) -> list:
+    """The first n stories of the BBC corpus: real news text, real vocabulary."""
+    with shared_data("bbc/corpus.jsonl").open(encoding="utf-8") as handle:
+        rows = [json.loads(line) for line, _ in zip(handle, range(n))]
+    return [article(row["title"], row["text"], collection="guild:1" if i % 4 == 0 else "shared")
+            for i, row in enumerate(rows)]
+
+
+QUERIES = (["profit"], ["sales", "rose", "year"], ["government", "tax", "plans", "election"],
+           ["Google", "shares", "market", "company", "said"], ["film", "award", "best", "actor"],
+           ["mobile", "phone", "music", "technology"], ["zzzunheardof", "profit"])
+
+
+def with_fts5(folder) -> None:
+    """Index the store's chunks with FTS5 as newsdesk did before the lexicon (title, passage; porter)."""
+    with closing(sqlite3.connect(folder / "news.sqlite3")) as db:
+        db.executescript("CREATE VIRTUAL TABLE chunks_fts USING fts5(title, body, tokenize = 'porter unicode61')")
+        for chunk_id, title, text, start, end in db.execute(
+            "SELECT c.id, a.title, a.text, c.start, c.end FROM chunks c JOIN articles a ON a.rowid = c.article"
+        ).fetchall():
+            db.execute("INSERT INTO chunks_fts (rowid, title, body) VALUES (?, ?, ?)", (chunk_id, title, text[start:end]))
+        db.commit()
+
+
+def fts5_scores(folder, words: list[str]) -> dict[int, float]:
+    """FTS5's own BM25 for the words, the title weighing half, as newsdesk queried it."""
+    match = " OR ".join(f'"{w}"' for w in words)
+    with closing(sqlite3.connect(folder / "news.sqlite3")) as db:
+        return dict(db.execute("SELECT rowid, -bm25(chunks_fts, 0.5, 1.0) FROM chunks_fts WHERE chunks_fts MATCH ?",
+                               (match,)).fetchall())
+
+
+def test_bm25_from_the_impact_ordered_postings_is_fts5s_own(store, fake_embedder):
+    """The lexicon cuts and stems words as FTS5's porter tokenizer does and scores as bm25() does:
+    on real news, the same chunks with the same scores, in the same order."""
+    make_ingestor(store, fake_embedder).run(bbc_stories(120))
+    with_fts5(store.dir)
+    for words in QUERIES:
+        expected = fts5_scores(store.dir, words)
+        found = store.lexical_search(words, 1000, SearchFilters())
+        assert {chunk_id for chunk_id, _ in found} == set(expected), words
+        for chunk_id, score in found:
+            assert score == pytest.approx(expected[chunk_id], rel=1e-9), (words, chunk_id)
+        assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+
+
+@pytest.mark.parametrize("filters", [SearchFilters(), SearchFilters(collections=("guild:1",))],
+                         ids=["everything", "one server"])
+def test_a_search_that_starts_shallow_reads_deeper_until_its_top_ten_is_exact(tmp_path, fake_embedder, filters):
+    """A search reading two postings per word at first must deepen until nothing unread could beat its
+    tenth result: the same top ten, with the same scores, as a search that reads every posting."""
+    folder = tmp_path / "d"
+    make_ingestor(SQLiteStore(folder, model_name=fake_embedder.name, dim=fake_embedder.dim),
+                  fake_embedder).run(bbc_stories(120))
+    shallow = SQLiteStore(folder, model_name=fake_embedder.name, dim=fake_embedder.dim, lexical_depth=2)
+    whole = SQLiteStore(folder, model_name=fake_embedder.name, dim=fake_embedder.dim, lexical_depth=10**9)
+    for words in QUERIES:
+        found, expected = shallow.lexical_search(words, 10, filters), whole.lexical_search(words, 10, filters)
+        assert [c for c, _ in found] == [c for c, _ in expected], words
+        assert [s for _, s in found] == pytest.approx([s for _, s in expected], rel=1e-12), words
+
+
+def test_a_store_from_before_the_lexicon_is_searched_by_fts5_until_a_writer_builds_it(store, fake_embedder):
+    make_ingestor(store, fake_embedder).run(bbc_stories(40))
+    before = [store.lexical_search(words, 20, SearchFilters()) for words in QUERIES]
+    store.close()
+    with_fts5(store.dir)  # what an older newsdesk left: FTS5, and no lexicon
+    with closing(sqlite3.connect(store.dir / "news.sqlite3")) as db:
+        db.executescript("DROP TABLE lexicon_pending; DROP TABLE lexicon_packed; DROP TABLE lexicon_chunks; "
+                         "DROP TABLE lexicon_terms; DELETE FROM meta WHERE key = 'lexicon';")
+    old = SQLiteStore(store.dir, model_name=fake_embedder.name, dim=fake_embedder.dim)
+    by_fts5 = [old.lexical_search(words, 20, SearchFilters()) for words in QUERIES]
+    assert [[c for c, _ in found] for found in by_fts5] == [[c for c, _ in found] for found in before]
+    killed = store.dir / "lexicon-build-killed"  # what a build killed mid-way leaves
+    killed.mkdir()
+    (killed / "0.postings").write_bytes(b"\0" * 100)
+    with old.writer():
+        pass
+    assert not killed.exists()
+    assert consistent(old, fake_embedder)
+    with closing(sqlite3.connect(store.dir / "news.sqlite3")) as db:
+        assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'chunks_fts'").fetchone()[0] == 0
+    assert [old.lexical_search(words, 20, SearchFilters()) for words in QUERIES] == before
+
+
+def packed_terms(folder) -> int:
+    """How many terms have their postings (some of them) in a packed array rather than in rows."""
+    with closing(sqlite3.connect(folder / "news.sqlite3")) as db:
+        return db.execute("SELECT count(*) FROM lexicon_packed").fetchone()[0]
+
+
+def test_removals_take_their_postings_and_counts_with_them(store, fake_embedder):
+    stories = bbc_stories(40)
+    make_ingestor(store, fake_embedder).run(stories)
+    assert packed_terms(store.dir) > 0  # common words' postings are packed: removal rewrites those too
+    with store.writer() as writer:
+        writer.remove_articles(article_id=stories[3].id)
+        writer.remove_articles(collections=("guild:1",))
+        writer.commit()
+    kept = consistent(store, fake_embedder)
+    assert stories[3].id not in kept and stories[0].id not in kept and stories[1].id in kept
+    fresh = SQLiteStore(store.dir.parent / "fresh", model_name=fake_embedder.name, dim=fake_embedder.dim)
+    make_ingestor(fresh, fake_embedder).run([s for s in stories if s.id in kept])
+    for words in QUERIES:  # the same statistics as a store that never held the removed stories
+        assert [s for _, s in store.lexical_search(words, 20, SearchFilters())] == \
+            pytest.approx([s for _, s in fresh.lexical_search(words, 20, SearchFilters())], rel=1e-9), words

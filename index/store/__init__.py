@@ -1,6 +1,6 @@
 """Where the news is kept: one interface (protocol.NewsStore), two backends, chosen by config.
 
-`[store] backend = "sqlite"` (the default) keeps everything in the data folder: SQLite + FTS5 +
+`[store] backend = "sqlite"` (the default) keeps everything in the data folder: SQLite (BM25 postings) +
 FAISS, for one process on one machine. `"postgres"` keeps it in PostgreSQL with pgvector, which any
 number of newsdesk processes on any number of machines can share; its URL comes from the
 environment variable named by `[store] url_env`, never from a file.

@@ -1,6 +1,6 @@
 """The storage interface: what ingest, retrieval and the bot may ask of any backend.
 
-Two backends implement it: index.store.sqlite (SQLite + FTS5 + FAISS in one folder, one writing
+Two backends implement it: index.store.sqlite (SQLite with BM25 postings + FAISS in one folder, one writing
 process: the embedded default) and index.store.postgres (PostgreSQL + pgvector, shared by any number
 of processes on any number of machines). Arguments and results are typed values from
 index.store.types; the logic that does not depend on the backend (fusion, recency, the lede boost,

@@ -1,7 +1,7 @@
 """The embedded backend: articles and chunks in SQLite, their vectors in FAISS, kept in step by one atomic commit.
 
-SQLite is the source of truth: it holds articles, chunks, the BM25 postings (FTS5) and every
-vector (the embedding cache). The FAISS file is derived data, written under a new generation
+SQLite is the source of truth: it holds articles, chunks, the BM25 postings (sqlite_lexicon) and
+every vector (the embedding cache). The FAISS file is derived data, written under a new generation
 number before the SQLite transaction that names that generation commits. A crash at any moment
 therefore leaves either the old generation or the new one; a FAISS file that SQLite does not name
 is debris and is deleted on open (unless a writer is at work: then it may be that writer's next
@@ -31,6 +31,7 @@ import numpy as np
 
 from index.article import Article, ArticleMeta, Chunk
 from index.dedup import Fingerprint
+from index.store import sqlite_lexicon
 from index.store.sqlite_feeds import FILE as STATE_FILE
 from index.store.sqlite_feeds import SQLiteFeedRegistry, SQLiteFollowRegistry, SQLiteOutbox, from_timestamp
 from index.store.types import (
@@ -45,6 +46,10 @@ _BIND_BATCH = 900  # values bound per statement: SQLite's default limit is 999
 # A filter letting up to this many chunks through is searched exactly over those chunks; a broader
 # one is applied to a wider vector search's results.
 EXACT_FILTER_LIMIT = 20_000
+# BM25 scores only a filter's chunks when it lets up to this many through (listing them once per
+# commit costs less than checking candidates: 1M chunks, a server's 5%, bench); past that, most
+# chunks pass, and the best are checked.
+LISTED_FOR_BM25 = 200_000
 WIDEST_GRAPH_SEARCH = 4096
 
 
@@ -96,7 +101,6 @@ CREATE TABLE IF NOT EXISTS chunks (
     embed_hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_article ON chunks(article);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(title, body, tokenize = 'porter unicode61');
 CREATE TABLE IF NOT EXISTS vectors (
     model TEXT NOT NULL, hash TEXT NOT NULL, vector BLOB NOT NULL,
     PRIMARY KEY (model, hash)
@@ -161,6 +165,10 @@ def _filter_sql(filters: SearchFilters, *, per_row: bool = False) -> tuple[str, 
     return " AND ".join(clauses), params
 
 
+# What stores written before the lexicon searched with; a writer replaces it with the lexicon.
+_OLD_FTS5_TABLE = "chunks_fts"
+
+
 def _fts_match(terms: Sequence[str]) -> str:
     """Any of the terms, each a quoted FTS5 string, so no term is read as query syntax."""
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
@@ -181,11 +189,14 @@ class SQLiteStore:
         hnsw_m: int = 32,
         hnsw_ef_search: int = 256,
         search_threads: int = 1,
+        lexical_depth: int = sqlite_lexicon.DEPTH,
     ) -> None:
         if dim < 1:
             raise ValueError("dim must be positive")
         if search_threads < 1:
             raise ValueError("search_threads must be at least 1")
+        if lexical_depth < 1:
+            raise ValueError("lexical_depth must be at least 1")
         self.dir = Path(data_dir)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +204,7 @@ class SQLiteStore:
             raise StoreError(f"can't create the data folder {self.dir}: {exc.strerror}") from None
         self.model_name, self.dim = model_name, dim
         self.exact_search_max, self.hnsw_m, self.hnsw_ef_search = exact_search_max, hnsw_m, hnsw_ef_search
-        self.search_threads = search_threads
+        self.search_threads, self.lexical_depth = search_threads, lexical_depth
         self._local = threading.local()
         self._index_lock = threading.Lock()
         self._index: faiss.Index | None = None
@@ -203,6 +214,7 @@ class SQLiteStore:
         self._follows: SQLiteFollowRegistry | None = None
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            sqlite_lexicon.create(db)
             self._check_model(db)
         self._remove_debris_unless_writing()
 
@@ -414,8 +426,8 @@ class SQLiteStore:
             ))
         return passing
 
-    def _allowed_chunk_ids(self, filters: SearchFilters, *, reuse: bool) -> np.ndarray | None:
-        """Chunk ids (int64) passing a filter, or None if there are more than EXACT_FILTER_LIMIT.
+    def _allowed_chunk_ids(self, filters: SearchFilters, *, reuse: bool, limit: int = EXACT_FILTER_LIMIT) -> np.ndarray | None:
+        """Chunk ids (int64) passing a filter, or None if there are more than `limit`.
 
         With `reuse`, the answer is kept per reader connection until a writer commits (SQLite's
         data_version tells): Discord asks every question of a server with the same collection
@@ -424,30 +436,53 @@ class SQLiteStore:
         db = self._db
         cache: dict = self._local.__dict__.setdefault("allowed_ids", {})
         version = db.execute("PRAGMA data_version").fetchone()[0] if reuse else None
-        cached = cache.get(filters) if reuse else None
+        cached = cache.get((filters, limit)) if reuse else None
         if cached is not None and cached[0] == version:
             return cached[1]
         where, params = _filter_sql(filters)
         rows = db.execute(
             f"SELECT c.id FROM chunks c JOIN articles a ON a.rowid = c.article WHERE {where} LIMIT ?",
-            (*params, EXACT_FILTER_LIMIT + 1),
+            (*params, limit + 1),
         ).fetchall()
         # An array, not a list of ints: a kept answer of 20,000 ids is 160 kB, not 720 kB.
-        found = None if len(rows) > EXACT_FILTER_LIMIT else np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        found = None if len(rows) > limit else np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         if reuse:
             if len(cache) >= 32:
                 cache.clear()
-            cache[filters] = (version, found)
+            cache[filters, limit] = (version, found)
         return found
 
     def lexical_search(self, terms: Sequence[str], k: int, filters: SearchFilters) -> list[ScoredChunk]:
-        """BM25 over chunk bodies and titles (FTS5, the title weighing half); higher is better.
+        """BM25 over chunk bodies and titles (the title weighing half); higher is better.
 
-        FTS5 ranks alone, and a filter is applied to its best chunks afterwards: joining every
-        matching chunk to its article inside the ranking query cost 3 to 5 times the ranking
-        itself (100k chunks, bench)."""
+        From the impact-ordered postings (sqlite_lexicon); a store written before them is searched
+        with its FTS5 table until a writer opens it and builds them."""
         if not terms or k < 1:
             return []
+        db = self._db
+        db.execute("BEGIN")  # one snapshot: the totals and the postings of the same commit
+        try:
+            if sqlite_lexicon.is_built(db):
+                return self._lexicon_search(terms, k, filters)
+            return self._fts_search(terms, k, filters)
+        finally:
+            db.execute("COMMIT")
+
+    def _lexicon_search(self, terms: Sequence[str], k: int, filters: SearchFilters) -> list[ScoredChunk]:
+        db = self._db
+        search = functools.partial(sqlite_lexicon.search, db, terms, depth=self.lexical_depth)
+        if not filters.active:
+            return search(k)
+        allowed = self._allowed_chunk_ids(filters, reuse=not filters.moves_with_the_clock, limit=LISTED_FOR_BM25)
+        if allowed is not None:
+            return search(k, allowed=allowed) if len(allowed) else []
+        # A broad filter: checked on the best chunks, ranked deeper until k pass.
+        return _best_passing(search, functools.partial(self._passing, filters), k,
+                             fetch=max(k * 4, 2 * k * self._total_chunks() // LISTED_FOR_BM25))
+
+    def _fts_search(self, terms: Sequence[str], k: int, filters: SearchFilters) -> list[ScoredChunk]:
+        """BM25 from an older store's FTS5 table. FTS5 ranks alone, and a filter is applied to its
+        best chunks afterwards."""
         match = _fts_match(terms)
         try:
             if not filters.active:
@@ -471,8 +506,8 @@ class SQLiteStore:
 
     def _bm25(self, match: str, limit: int) -> list[ScoredChunk]:
         return self._db.execute(
-            "SELECT rowid, -bm25(chunks_fts, 0.5, 1.0) FROM chunks_fts WHERE chunks_fts MATCH ? "
-            "ORDER BY bm25(chunks_fts, 0.5, 1.0), rowid LIMIT ?", (match, limit),
+            f"SELECT rowid, -bm25({_OLD_FTS5_TABLE}, 0.5, 1.0) FROM {_OLD_FTS5_TABLE} WHERE {_OLD_FTS5_TABLE} MATCH ? "
+            f"ORDER BY bm25({_OLD_FTS5_TABLE}, 0.5, 1.0), rowid LIMIT ?", (match, limit),
         ).fetchall()
 
     # -- reads ---------------------------------------------------------------------------------
@@ -668,6 +703,11 @@ class SQLiteStore:
             raise StoreError(f"another newsdesk process is writing to {self.dir}; try again when it finishes") from None
         writer = SQLiteWriter(self)
         try:
+            if not sqlite_lexicon.is_built(writer.db):
+                sqlite_lexicon.build(writer.db, self._total_chunks(), _chunk_texts(writer.db), spill=self.dir)
+                writer.db.execute(f"DROP TABLE IF EXISTS {_OLD_FTS5_TABLE}")  # what it was for, the lexicon does
+                writer.db.execute("COMMIT")
+                writer.db.execute("BEGIN IMMEDIATE")
             yield writer
         finally:
             writer.close()
@@ -694,6 +734,14 @@ def _best_passing(ranked: Callable[[int], list[ScoredChunk]], passes: Callable[[
         if len(kept) >= k or len(found) < fetch or (deepest is not None and fetch >= deepest):
             return kept[:k]
         fetch *= 4
+
+
+def _chunk_texts(db: sqlite3.Connection) -> Iterator[tuple[int, str, str]]:
+    """(chunk id, title, passage) of every chunk."""
+    rows = db.execute("SELECT c.id, c.start, c.end, a.title, a.text FROM chunks c JOIN articles a ON a.rowid = c.article "
+                      "ORDER BY c.article, c.id")
+    for chunk_id, start, end, title, text in rows:
+        yield chunk_id, title, text[start:end]
 
 
 def _add_vectors(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> None:
@@ -758,6 +806,7 @@ class SQLiteWriter:
         self.db = store._connect()
         self.db.execute("BEGIN IMMEDIATE")
         self._pending: list[tuple[int, np.ndarray]] = []  # (chunk id, vector) for the next FAISS generation
+        self._unposted: list[tuple[int, str, str]] = []  # (chunk id, title, passage) for the BM25 postings
         self._removed = False
         self._announcements: list[Announcement] = []
 
@@ -829,9 +878,15 @@ class SQLiteWriter:
                 "INSERT INTO chunks (article, ordinal, start, end, embed_hash) VALUES (?,?,?,?,?)",
                 (rowid, chunk.ordinal, chunk.start, chunk.end, key),
             ).lastrowid
-            self.db.execute("INSERT INTO chunks_fts (rowid, title, body) VALUES (?, ?, ?)", (chunk_id, article.title, chunk.text))
             self._pending.append((chunk_id, vector))
+            self._unposted.append((chunk_id, article.title, chunk.text))
         return True
+
+    def _post(self) -> None:
+        """The BM25 postings of the chunks added since the last call: posted a batch at a time, as
+        each posting costs less in a batch (its term's counts are updated once per batch)."""
+        sqlite_lexicon.add(self.db, self._unposted)
+        self._unposted.clear()
 
     def remove_articles(self, *, article_id: str | None = None, before: datetime | None = None,
                         collections: tuple[str, ...] | None = None) -> list[str]:
@@ -850,14 +905,14 @@ class SQLiteWriter:
             scope, scope_params = _filter_sql(SearchFilters(collections=collections))
             clauses.append(scope)
             params += scope_params
+        self._post()  # an article added in this batch may be among those removed
         rows = self.db.execute(f"SELECT a.rowid, a.id FROM articles a WHERE {' AND '.join(clauses)}", params).fetchall()
         doomed = [r[0] for r in rows]
         if collections is not None:
             doomed = self._leave_collections(doomed, collections)
         for part, marks in _in_batches(doomed):
-            self.db.execute(
-                f"DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE article IN ({marks}))", part
-            )
+            sqlite_lexicon.remove(self.db, [r[0] for r in self.db.execute(
+                f"SELECT id FROM chunks WHERE article IN ({marks})", part)])
             self.db.execute(f"DELETE FROM articles WHERE rowid IN ({marks})", part)
         if doomed:
             self._removed = True
@@ -886,6 +941,7 @@ class SQLiteWriter:
         self._announcements.clear()
 
     def _commit(self) -> None:
+        self._post()
         store = self.store
         if not self._pending and not self._removed:
             self.db.execute("COMMIT")
