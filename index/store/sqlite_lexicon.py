@@ -2,8 +2,9 @@
 
 FTS5 computes `bm25()` for every chunk that holds any word of the query, so a question with a
 common word costs in proportion to the collection (1M chunks: p95 504 ms, bench). Here each word's
-postings sit in a table ordered by their weight in BM25 (the impact), and a search reads only each
-word's best `depth` postings: a rare word's postings are read whole, a common word's best ones.
+postings are ordered by their weight in BM25 (the impact), a search reads each word's best ones,
+scores its best candidates in full from their own term lists (`lexicon_chunks`), and reads deeper
+only while a chunk it has not seen could still reach its top EXACT_TOP (see `search`).
 
 Postings are kept packed (14 bytes each, numpy records in a blob), never a row each: stepping
 through rows costs about a microsecond apiece, most of a search over common words at a million
@@ -12,12 +13,10 @@ since waits beside it in pending blobs (one per term per batch), read whole. A t
 postings are folded into its array once they reach a quarter of it (or after MOST_PENDING
 batches), so each posting is rewritten a bounded number of times.
 
-The score is FTS5's own BM25 (k1 1.2, b 0.75, the title weighing half, idf floored at 1e-6) from
-the same words: the tokenizer below cuts and stems as FTS5's `porter unicode61` does (Porter's
-algorithm with its author's later rules), so on a search whose words all fit in `depth`, the
-scores equal FTS5's. Past that, a chunk deep in a common word's postings is scored without that
-word (it was not read), which is how such a search stays bounded; the bench measures what that
-costs in recall against the full ranking.
+The score is FTS5's own BM25 (k1 1.2, b 0.75, the title weighing half, idf floored at 1e-6) over
+the same words: `terms_of` cuts and stems as FTS5's `porter unicode61` does (index.porter), so the
+scores are FTS5's (a word the question repeats in another form, "flood" and "floods", counts once
+here, twice in FTS5).
 
 Everything here runs inside the caller's transaction, so the postings commit or roll back with the
 chunks they describe. Nothing leaves the SQLite backend but chunk ids and scores.
@@ -46,7 +45,8 @@ from index.store.types import ScoredChunk
 
 log = logging.getLogger(__name__)
 
-# Changes when what is stored changes (the tokenizer, the impact): a store of another format is rebuilt.
+# Changes when what is stored changes (the tokenizer, the impact): a writer rebuilds a store of
+# another format when it opens it; until then lexical search there finds nothing (dense still answers).
 FORMAT = 3
 BM25_K1, BM25_B = 1.2, 0.75
 # Postings read per word at first: deeper costs little (a slice of a blob), rounds cost more
@@ -377,9 +377,8 @@ def search(db: sqlite3.Connection, words: Sequence[str], limit: int, *, depth: i
         upper[scored] = lower[scored]
         bar = _kth(lower, min(limit, EXACT_TOP))
         unsure = np.flatnonzero(~scored & (upper >= bar))
-        budget = RESCORED * limit
-        if len(unsure) > budget:
-            unsure = unsure[np.argsort(-upper[unsure], kind="stable")[:budget]]
+        if len(unsure) > RESCORED:
+            unsure = unsure[np.argsort(-upper[unsure], kind="stable")[:RESCORED]]
         full.update(zip(chunk_ids[unsure].tolist(), _full_scores(db, chunk_ids[unsure].tolist(), lists, bm25).tolist()))
         lower[unsure] = [full[c] for c in chunk_ids[unsure].tolist()]
         bar = _kth(lower, min(limit, EXACT_TOP))
@@ -392,8 +391,8 @@ def search(db: sqlite3.Connection, words: Sequence[str], limit: int, *, depth: i
 # The top of a search that is exact: answers quote from the first few passages; the rest of the
 # candidates only lend fusion its scale.
 EXACT_TOP = 10
-# Candidates scored in full per chunk asked for, at most, in each round of a search.
-RESCORED = 4
+# Candidates scored in full in each round of a search, at most (those that could rank highest).
+RESCORED = 200
 
 
 class _TermPostings:
