@@ -137,9 +137,18 @@ def _step5(word: str) -> str:
 
 @functools.lru_cache(maxsize=500_000)
 def stem(word: str) -> str:
-    """The Porter stem of a lower-case word; words of one or two letters are left as they are."""
-    if len(word) <= 2:
+    """The Porter stem of a lower-case word. As in FTS5, the rules apply to its UTF-8 bytes (a byte
+    of a non-ASCII letter counts as a consonant), and only to words of 3 to 64 bytes."""
+    if word.isascii():
+        return _stem(word) if 3 <= len(word) <= 64 else word
+    raw = word.encode("utf-8")
+    if not 3 <= len(raw) <= 64:
         return word
+    # One character per byte; "replace": a rule that drops a byte of a letter (FTS5 would too) must not raise.
+    return _stem(raw.decode("latin-1")).encode("latin-1").decode("utf-8", "replace")
+
+
+def _stem(word: str) -> str:
     word = _step1(word)
     word = _replace(word, _STEP2, 0)
     word = _replace(word, _STEP3, 0)

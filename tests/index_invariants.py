@@ -101,11 +101,16 @@ def _lexicon(db: sqlite3.Connection) -> dict[int, tuple[Counter, int]]:
     """{chunk id: (its terms' counts, its length)} as the postings hold them, after checking that the
     postings (pending blobs and packed arrays, the arrays best first), the chunks' own term lists, each term's
     counts and the totals all say the same."""
-    from index.store.sqlite_lexicon import PACKED
+    from index.store.sqlite_lexicon import PACKED, impacts
 
     names = dict(db.execute("SELECT id, term FROM lexicon_terms"))
     posted: dict[int, tuple[Counter, set]] = {}
     where: Counter = Counter()  # (term, "pending" or "packed") -> postings; (term, "batches") -> pending blobs
+
+    def post_all(term: int, postings, place: str) -> None:
+        assert (postings["impact"] == impacts(postings["tf"], postings["length"])).all(), f"{names[term]!r}: impacts"
+        for chunk, tf, length in zip(postings["chunk"].tolist(), postings["tf"].tolist(), postings["length"].tolist()):
+            post(term, chunk, tf, length, place)
 
     def post(term: int, chunk: int, tf: int, length: int, place: str) -> None:
         counts, lengths = posted.setdefault(chunk, (Counter(), set()))
@@ -117,15 +122,13 @@ def _lexicon(db: sqlite3.Connection) -> dict[int, tuple[Counter, int]]:
     for term, blob in db.execute("SELECT term, postings FROM lexicon_pending"):
         pending = np.frombuffer(blob, dtype=PACKED)
         assert len(pending), f"{names[term]!r}: an empty pending blob"
-        for chunk, tf, length in zip(pending["chunk"].tolist(), pending["tf"].tolist(), pending["length"].tolist()):
-            post(term, chunk, tf, length, "pending")
+        post_all(term, pending, "pending")
         where[term, "batches"] += 1
     for term, blob in db.execute("SELECT term, postings FROM lexicon_packed"):
         packed = np.frombuffer(blob, dtype=PACKED)
         order = np.lexsort((packed["chunk"], -packed["impact"].astype(np.int32)))
         assert len(packed) and (order == np.arange(len(packed))).all(), f"{names[term]!r}: packed out of order"
-        for chunk, tf, length in zip(packed["chunk"].tolist(), packed["tf"].tolist(), packed["length"].tolist()):
-            post(term, chunk, tf, length, "packed")
+        post_all(term, packed, "packed")
     own = {}
     for chunk, length, terms, counts in db.execute("SELECT chunk, length, terms, counts FROM lexicon_chunks"):
         own[chunk] = (Counter(dict(zip((names[t] for t in np.frombuffer(terms, dtype=np.uint32).tolist()),

@@ -13,9 +13,12 @@ from conftest import shared_data
 
 from index.store.sqlite_lexicon import terms_of
 
-# Beyond English news: accents, other scripts, numbers and punctuation inside words.
-OTHER_TEXT = ("Café São Paulo naïve résumé Zürich Łódź", "Москва новости", "東京 ニュース 2024年",
-              "co-operate e-mail don't U.S. 3.5% £600m", "ﬁnance ① ² snake_case")
+# Beyond English news: accents (one, two, written apart), other scripts and their marks, case
+# folds lower() does not make, stems of non-ASCII words (FTS5 stems bytes), numbers and punctuation.
+OTHER_TEXT = ("Café São Paulo naïve résumé Zürich Łódź Straße İstanbul", "Москва новости йод ёлка",
+              "東京 ニュース 2024年 データ ガス", "co-operate e-mail don't U.S. 3.5% £600m", "ﬁnance ① ² snake_case",
+              "Ελληνικά νέα ειδήσεις ϊ ί ϐ ϑ ϰ ſ", "Cafe\u0301 re\u0301sume\u0301 и\u0306 ầ ỗ ṩ", "كَتَبَ الطالبُ الدرسَ",
+              "øs łs ŋs ßing " + "x" * 61 + "ings")
 
 
 def fts5_terms(texts: list[str]) -> list[Counter]:

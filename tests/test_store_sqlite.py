@@ -239,3 +239,18 @@ def test_removals_take_their_postings_and_counts_with_them(store, fake_embedder)
     for words in QUERIES:  # the same statistics as a store that never held the removed stories
         assert [s for _, s in store.lexical_search(words, 20, SearchFilters())] == \
             pytest.approx([s for _, s in fresh.lexical_search(words, 20, SearchFilters())], rel=1e-9), words
+
+
+def test_a_commit_with_nothing_new_writes_nothing(store, fake_embedder):
+    """A feed poll that finds nothing commits an empty batch: readers must not see a change (it would
+    throw away every reader's cached list of a filter's chunks)."""
+    make_ingestor(store, fake_embedder).run(bbc_stories(5))
+    with closing(sqlite3.connect(store.dir / "news.sqlite3")) as reader:
+        before = reader.execute("PRAGMA data_version").fetchone()[0]
+        with store.writer() as writer:
+            writer.commit()
+            writer.remove_articles(article_id="no-such-article")
+            writer.commit()
+        assert reader.execute("PRAGMA data_version").fetchone()[0] == before
+        make_ingestor(store, fake_embedder).run(bbc_stories(6)[5:])
+        assert reader.execute("PRAGMA data_version").fetchone()[0] != before  # the check can see a write

@@ -910,9 +910,10 @@ class SQLiteWriter:
         doomed = [r[0] for r in rows]
         if collections is not None:
             doomed = self._leave_collections(doomed, collections)
+        # Once for all the chunks: each call rewrites the packed postings of every term they hold.
+        sqlite_lexicon.remove(self.db, [r[0] for part, marks in _in_batches(doomed) for r in self.db.execute(
+            f"SELECT id FROM chunks WHERE article IN ({marks})", part)])
         for part, marks in _in_batches(doomed):
-            sqlite_lexicon.remove(self.db, [r[0] for r in self.db.execute(
-                f"SELECT id FROM chunks WHERE article IN ({marks})", part)])
             self.db.execute(f"DELETE FROM articles WHERE rowid IN ({marks})", part)
         if doomed:
             self._removed = True

@@ -95,14 +95,34 @@ CREATE TABLE IF NOT EXISTS lexicon_chunks (
 _TABLES = ("lexicon_terms", "lexicon_packed", "lexicon_pending", "lexicon_chunks")
 
 _WORD = re.compile(r"[^\W_]+")
-_DIACRITICS = re.compile(r"[\u0300-\u036f]")
+
+
+class _Unicode61Fold(dict):
+    """What unicode61 (remove_diacritics 1) makes of a non-ASCII character, worked out once each:
+    its simple case fold (ß stays ß; "ϐ" is "β"), without the accent when it is a Latin letter
+    with one accent ("é" is "e", "ầ" with two stays)."""
+
+    def __missing__(self, code: int) -> str:
+        char = chr(code)
+        folded = char.casefold()
+        if len(folded) != 1:  # a full fold ("ß" -> "ss"); unicode61's is simple
+            folded = char.lower()
+        parts = unicodedata.normalize("NFD", folded)
+        if len(parts) == 2 and "a" <= parts[0] <= "z" and unicodedata.category(parts[1]) == "Mn":
+            folded = parts[0]
+        self[code] = folded
+        return folded
+
+
+_FOLD = _Unicode61Fold()
+_COMBINING_ACCENTS = re.compile("[\u0300-\u036f]")  # written apart from their letter: unicode61 drops them
 
 
 def terms_of(text: str) -> list[str]:
-    """The text's words as FTS5's `porter unicode61` indexes them: case and diacritics folded, stemmed."""
+    """The text's words as FTS5's `porter unicode61` indexes them: folded, stemmed."""
     text = text.lower()
     if not text.isascii():
-        text = _DIACRITICS.sub("", unicodedata.normalize("NFD", text))
+        text = _COMBINING_ACCENTS.sub("", text.translate(_FOLD))
     return [stem(word) for word in _WORD.findall(text)]
 
 
@@ -116,7 +136,7 @@ def _postings(title: str, body: str) -> tuple[Counter, int]:
     return Counter({term: min(n, _MOST) for term, n in counts.items()}), min(len(title_terms) + len(body_terms), _MOST)
 
 
-def _impacts(tf: np.ndarray, length: np.ndarray) -> np.ndarray:
+def impacts(tf: np.ndarray, length: np.ndarray) -> np.ndarray:
     """The order postings are read in: a term's weight in BM25 were the average chunk ORDER_LENGTH long."""
     weight = tf / 2
     impact = weight * (BM25_K1 + 1) / (weight + BM25_K1 * (1 - BM25_B + BM25_B * length / ORDER_LENGTH))
@@ -145,11 +165,11 @@ def create(db: sqlite3.Connection) -> None:
         _save_totals(db, 0, 0)
 
 
-def add(db: sqlite3.Connection, chunks: Iterable[tuple[int, str, str]]) -> None:
+def add(db: sqlite3.Connection, chunks: Sequence[tuple[int, str, str]]) -> None:
     """Post the chunks (id, title, passage) in the open transaction, a pending blob per term; fold
     the terms whose pending postings grew enough."""
-    if _totals(db) is None:
-        return  # not built yet: the build reads every chunk, these included
+    if not chunks or _totals(db) is None:
+        return  # nothing to post (an empty commit writes nothing), or not built yet: the build reads every chunk
     postings = _enter(db, chunks)
     if not len(postings):
         return
@@ -183,7 +203,7 @@ def _enter(db: sqlite3.Connection, chunks: Iterable[tuple[int, str, str]]) -> np
         mine["chunk"], mine["length"] = chunk_id, length
         mine.sort(order="term")
         forward.append((chunk_id, length, mine["term"].astype(np.uint32).tobytes(), mine["tf"].tobytes()))
-    postings["impact"] = _impacts(postings["tf"], postings["length"])
+    postings["impact"] = impacts(postings["tf"], postings["length"])
     db.executemany("INSERT INTO lexicon_chunks VALUES (?, ?, ?, ?)", forward)
     _save_totals(db, totals["chunks"] + len(per_chunk), totals["words"] + words)
     return postings
@@ -216,7 +236,7 @@ def remove(db: sqlite3.Connection, chunk_ids: Sequence[int]) -> None:
     """Take the chunks' postings out, in the open transaction: every pending blob and packed array
     of their terms that holds them is rewritten without them."""
     totals = _totals(db)
-    if totals is None:
+    if totals is None or not chunk_ids:
         return
     by_term, removed, words = {}, 0, 0
     for start in range(0, len(chunk_ids), 900):
@@ -496,4 +516,5 @@ class _BM25:
         the average length; against a longer average a chunk can weigh more than its impact says."""
         share = min((impact + 0.5) / _IMPACT_SCALE / (BM25_K1 + 1), 1.0)
         shrink = min(1.0, ORDER_LENGTH / self.average)
-        return (BM25_K1 + 1) * share / (share + shrink * (1 - share))
+        # A hair above the algebra's bound: float rounding must never make it a hair below.
+        return (BM25_K1 + 1) * share / (share + shrink * (1 - share)) * (1 + 1e-9)
