@@ -179,11 +179,16 @@ def test_bm25_from_the_impact_ordered_postings_is_fts5s_own(store, fake_embedder
         assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
 
 
-@pytest.mark.parametrize("filters", [SearchFilters(), SearchFilters(collections=("guild:1",))],
-                         ids=["everything", "one server"])
-def test_a_search_that_starts_shallow_reads_deeper_until_its_top_ten_is_exact(tmp_path, fake_embedder, filters):
+@pytest.mark.parametrize("filters, listed", [(SearchFilters(), True), (SearchFilters(collections=("guild:1",)), True),
+                                             (SearchFilters(collections=("guild:1",)), False)],
+                         ids=["everything", "one server, listed", "one server, too many to list"])
+def test_a_search_that_starts_shallow_reads_deeper_until_its_top_ten_is_exact(tmp_path, fake_embedder, monkeypatch,
+                                                                               filters, listed):
     """A search reading two postings per word at first must deepen until nothing unread could beat its
-    tenth result: the same top ten, with the same scores, as a search that reads every posting."""
+    tenth result: the same top ten, with the same scores, as a search that reads every posting. A
+    filter is a list of chunks when it is small enough, else asked about the candidates."""
+    if not listed:
+        monkeypatch.setattr(sqlite_backend, "LISTED_FOR_BM25", 1)
     folder = tmp_path / "d"
     make_ingestor(SQLiteStore(folder, model_name=fake_embedder.name, dim=fake_embedder.dim),
                   fake_embedder).run(bbc_stories(120))

@@ -48,7 +48,7 @@ _BIND_BATCH = 900  # values bound per statement: SQLite's default limit is 999
 EXACT_FILTER_LIMIT = 20_000
 # BM25 scores only a filter's chunks when it lets up to this many through (listing them once per
 # commit costs less than checking candidates: 1M chunks, a server's 5%, bench); past that, most
-# chunks pass, and the best are checked.
+# chunks pass, and the filter is asked about the candidates that could rank.
 LISTED_FOR_BM25 = 200_000
 WIDEST_GRAPH_SEARCH = 4096
 
@@ -476,9 +476,7 @@ class SQLiteStore:
         allowed = self._allowed_chunk_ids(filters, reuse=not filters.moves_with_the_clock, limit=LISTED_FOR_BM25)
         if allowed is not None:
             return search(k, allowed=allowed) if len(allowed) else []
-        # A broad filter: checked on the best chunks, ranked deeper until k pass.
-        return _best_passing(search, functools.partial(self._passing, filters), k,
-                             fetch=max(k * 4, 2 * k * self._total_chunks() // LISTED_FOR_BM25))
+        return search(k, passes=functools.partial(self._passing, filters))  # a broad filter: asked of the best
 
     def _fts_search(self, terms: Sequence[str], k: int, filters: SearchFilters) -> list[ScoredChunk]:
         """BM25 from an older store's FTS5 table. FTS5 ranks alone, and a filter is applied to its

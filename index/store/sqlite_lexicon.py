@@ -34,7 +34,7 @@ import sys
 import tempfile
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -355,8 +355,11 @@ def _batches(rows: Iterable, size: int) -> Iterable[list]:
 
 
 def search(db: sqlite3.Connection, words: Sequence[str], limit: int, *, depth: int,
-           allowed: np.ndarray | None = None) -> list[ScoredChunk]:
-    """The best `limit` chunks for any of the words by BM25 (only chunks in `allowed`, when given).
+           allowed: np.ndarray | None = None,
+           passes: Callable[[list[int]], set[int]] | None = None) -> list[ScoredChunk]:
+    """The best `limit` chunks for any of the words by BM25: only chunks in `allowed` (ids a filter
+    lets through, listed) or, for a filter too broad to list, that `passes` lets through (asked
+    only about the candidates that could rank).
 
     Each word's postings are read best first, `depth` of them, then four times deeper while needed.
     A word whose postings were not all read can add at most its bound (its idf times the weight of
@@ -379,6 +382,8 @@ def search(db: sqlite3.Connection, words: Sequence[str], limit: int, *, depth: i
         mask = np.zeros(int(allowed.max(initial=-1)) + 1, dtype=bool)
         mask[allowed] = True
         allowed = mask
+    verdicts = _Verdicts(passes)
+    top = min(limit, EXACT_TOP)
     while True:
         for postings in lists:
             postings.read(db, depth, allowed)
@@ -388,24 +393,77 @@ def search(db: sqlite3.Connection, words: Sequence[str], limit: int, *, depth: i
                               minlength=len(chunk_ids))
         cut = [p for p in lists if p.bound > 0]
         if not cut:
-            return _ranked(chunk_ids, partial, limit)  # every posting read: exact
+            return verdicts.ranked(chunk_ids, partial, limit)  # every posting read: exact
         # What each candidate is at least (its full score, else what was read) and at most.
         scored = np.isin(chunk_ids, np.fromiter(full, dtype=np.int64, count=len(full)))
         lower = partial.copy()
         lower[scored] = [full[c] for c in chunk_ids[scored].tolist()]
         upper = partial + sum(p.bound * ~np.isin(chunk_ids, p.chunks) for p in cut)
         upper[scored] = lower[scored]
-        bar = _kth(lower, min(limit, EXACT_TOP))
-        unsure = np.flatnonzero(~scored & (upper >= bar))
+        # Candidates the filter turns away neither rank nor set the bar.
+        out = verdicts.out(chunk_ids, lower, upper, top)
+        bar = _kth(np.where(out, -np.inf, lower), top)
+        unsure = np.flatnonzero(~scored & ~out & (upper >= bar))
         if len(unsure) > RESCORED:
             unsure = unsure[np.argsort(-upper[unsure], kind="stable")[:RESCORED]]
         full.update(zip(chunk_ids[unsure].tolist(), _full_scores(db, chunk_ids[unsure].tolist(), lists, bm25).tolist()))
         lower[unsure] = [full[c] for c in chunk_ids[unsure].tolist()]
-        bar = _kth(lower, min(limit, EXACT_TOP))
-        settled = not np.any(~np.isin(chunk_ids, chunk_ids[unsure]) & ~scored & (upper >= bar))
+        bar = _kth(np.where(out, -np.inf, lower), top)
+        settled = not np.any(~np.isin(chunk_ids, chunk_ids[unsure]) & ~scored & ~out & (upper >= bar))
         if settled and sum(p.bound for p in cut) < bar:
-            return _ranked(chunk_ids, lower, limit)
+            return verdicts.ranked(chunk_ids, lower, limit)
         depth *= 4
+
+
+class _Verdicts:
+    """What a filter too broad to list says of candidates: asked only about those that could rank,
+    a batch at a time, best first."""
+
+    BATCH = 500
+
+    def __init__(self, passes: Callable[[list[int]], set[int]] | None) -> None:
+        self.passes = passes
+        self.passed: set[int] = set()
+        self.failed: set[int] = set()
+
+    def _known(self, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (np.isin(chunk_ids, np.fromiter(self.passed, dtype=np.int64, count=len(self.passed))),
+                np.isin(chunk_ids, np.fromiter(self.failed, dtype=np.int64, count=len(self.failed))))
+
+    def _ask(self, ids: list[int]) -> None:
+        allowed = self.passes(ids)
+        self.passed.update(i for i in ids if i in allowed)
+        self.failed.update(i for i in ids if i not in allowed)
+
+    def out(self, chunk_ids: np.ndarray, lower: np.ndarray, upper: np.ndarray, top: int) -> np.ndarray:
+        """Candidates out of the running: turned away, or not asked about because they cannot reach
+        the top-th score among those let through."""
+        if self.passes is None:
+            return np.zeros(len(chunk_ids), dtype=bool)
+        while True:
+            passed, failed = self._known(chunk_ids)
+            bar = _kth(np.where(passed, lower, -np.inf), top)
+            unknown = np.flatnonzero(~passed & ~failed & (upper >= bar))
+            if not len(unknown):
+                return ~passed
+            self._ask(chunk_ids[unknown[np.argsort(-upper[unknown], kind="stable")[:self.BATCH]]].tolist())
+
+    def ranked(self, chunk_ids: np.ndarray, scores: np.ndarray, n: int) -> list[ScoredChunk]:
+        """The n best that pass, asking about the rest best first."""
+        if self.passes is None:
+            return _ranked(chunk_ids, scores, n)
+        order = np.lexsort((chunk_ids, -scores))
+        kept: list[ScoredChunk] = []
+        for start in range(0, len(order), self.BATCH):
+            block = order[start:start + self.BATCH]
+            ids = chunk_ids[block].tolist()
+            unknown = [i for i in ids if i not in self.passed and i not in self.failed]
+            if unknown:
+                self._ask(unknown)
+            kept += [(i, float(s)) for i, s in zip(ids, scores[block].tolist()) if i in self.passed]
+            if len(kept) >= n:
+                break
+        return kept[:n]
 
 
 # The top of a search that is exact: answers quote from the first few passages; the rest of the
