@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import sys
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -128,78 +126,6 @@ class _Batch(DuplicateLookup):
                                       threshold)
 
 
-class _Embedding:
-    """A batch's new chunks embedded on a thread of its own, a group at a time, while the main thread
-    reads, cleans, de-duplicates and chunks the articles after them: ingest waits on the model, and
-    the work before it used to wait its turn (bench: 14% of an ingest before the first encode).
-    Each group's vectors come from the embedding cache where the same text was embedded before."""
-
-    GROUP = 128  # texts per encode call: several of the model's own batches, few enough to start early
-
-    def __init__(self, store: NewsStore, embedder: Embedder) -> None:
-        self.store, self.embedder = store, embedder
-        self.embedded = 0  # vectors computed, not found in the cache
-        self._unsent: dict[str, str] = {}  # embedding key -> text, not yet handed to the thread
-        self._sent: set[str] = set()
-        self._done: dict[str, np.ndarray] = {}
-        self._in_flight = 0
-        self._error: BaseException | None = None
-        self._changed = threading.Condition()
-        self._groups: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, name="ingest-embed", daemon=True)
-        self._thread.start()
-
-    def submit(self, keys: Sequence[str], texts: Sequence[str]) -> None:
-        for key, text in zip(keys, texts):
-            if key not in self._sent:
-                self._unsent[key] = text
-        if len(self._unsent) >= self.GROUP:
-            self._send()
-
-    def _send(self) -> None:
-        if self._unsent:
-            self._sent.update(self._unsent)
-            with self._changed:
-                self._in_flight += 1
-            self._groups.put(self._unsent)
-            self._unsent = {}
-
-    def vectors(self) -> dict[str, np.ndarray]:
-        """Every vector submitted since the last call (the batch's), once the thread has them all."""
-        self._send()
-        with self._changed:
-            self._changed.wait_for(lambda: self._in_flight == 0)
-            error, self._error = self._error, None
-            done, self._done = self._done, {}
-        self._sent.clear()
-        if error is not None:
-            raise error
-        return done
-
-    def _work(self) -> None:
-        while (group := self._groups.get()) is not None:
-            found, computed, error = {}, 0, None
-            try:
-                found = self.store.cached_vectors(group)
-                missing = [key for key in group if key not in found]
-                if missing:
-                    found.update(zip(missing, self.embedder.encode([group[key] for key in missing])))
-                    computed = len(missing)
-            except BaseException as exc:  # raised in the main thread, at the batch's write
-                error = exc
-            finally:
-                with self._changed:
-                    self._done.update(found)
-                    self.embedded += computed
-                    self._error = self._error or error
-                    self._in_flight -= 1
-                    self._changed.notify_all()
-
-    def close(self) -> None:
-        self._groups.put(None)
-        self._thread.join()
-
-
 class Ingestor:
     """One writer's pass over a stream of articles (and the failures met while reading them).
 
@@ -243,30 +169,24 @@ class Ingestor:
         bar = tqdm(items, desc="ingest", unit=" articles", file=sys.stderr, disable=not progress, dynamic_ncols=True,
                    mininterval=0.5)
         with self.store.writer() as writer:
-            embedding = _Embedding(self.store, self.embedder)
             batch = _Batch()
             try:
                 for item in bar:
                     if isinstance(item, Failure):
                         report.failed.append(item)
                     else:
-                        prepared = self._prepare(item.with_collection(collection) if collection else item, batch)
-                        batch.add(prepared)
-                        if isinstance(prepared, _New):
-                            embedding.submit(prepared.embed_keys, prepared.embed_texts)
+                        batch.add(self._prepare(item.with_collection(collection) if collection else item, batch))
                     # Re-read items (a poll's) add no chunks, but their folds are writes too.
                     if batch.chunks >= self.batch_chunks or len(batch.items) >= MAX_BATCH_ITEMS:
-                        self._write(writer, batch, report, announce, backlog, embedding)
+                        self._write(writer, batch, report, announce, backlog)
                         batch = _Batch()
                     bar.set_postfix(added=len(report.added) + batch.new, dup=len(report.duplicates),
                                     failed=len(report.failed), refresh=False)
-                self._write(writer, batch, report, announce, backlog, embedding)
+                self._write(writer, batch, report, announce, backlog)
             except KeyboardInterrupt:
                 report.interrupted = True  # the batch in hand is dropped; committed ones stay
             finally:
                 bar.close()
-                embedding.close()
-                report.embedded = embedding.embedded
         report.seconds = time.perf_counter() - started
         return report
 
@@ -322,11 +242,22 @@ class Ingestor:
         texts = [embed_text(article, c.text) for c in chunks]
         return _New(article, chunks, fingerprint, [embed_key(self.store.model_name, t) for t in texts], texts)
 
+    def _vectors(self, batch: _Batch, report: IngestReport) -> dict[str, np.ndarray]:
+        """Every new chunk's vector: from the cache where the same text was embedded before, else from the model."""
+        texts = {key: text for item in batch.items if isinstance(item, _New)
+                 for key, text in zip(item.embed_keys, item.embed_texts)}
+        vectors = self.store.cached_vectors(texts)
+        missing = [key for key in texts if key not in vectors]
+        if missing:
+            vectors.update(zip(missing, self.embedder.encode([texts[key] for key in missing])))
+            report.embedded += len(missing)
+        return vectors
+
     def _write(self, writer: StoreWriter, batch: _Batch, report: IngestReport, announce: Announcement | None,
-               backlog: bool, embedding: _Embedding) -> None:
+               backlog: bool) -> None:
         if not batch.items:
             return
-        vectors = embedding.vectors()
+        vectors = self._vectors(batch, report)
         added: list[tuple[_New, np.ndarray]] = []
         folded: list[_Fold] = []
         stored_as: dict[str, str] = {}  # a new article of this batch -> the stored article it became
