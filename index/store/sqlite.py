@@ -32,6 +32,7 @@ import numpy as np
 from index.article import Article, ArticleMeta, Chunk
 from index.dedup import Fingerprint
 from index.store import sqlite_lexicon
+from index.store.sqlite_batches import in_batches
 from index.store.sqlite_feeds import FILE as STATE_FILE
 from index.store.sqlite_feeds import SQLiteFeedRegistry, SQLiteFollowRegistry, SQLiteOutbox, from_timestamp
 from index.store.types import (
@@ -42,7 +43,6 @@ from index.store.types import (
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-_BIND_BATCH = 900  # values bound per statement: SQLite's default limit is 999
 # A filter letting up to this many chunks through is searched exactly over those chunks; a broader
 # one is applied to a wider vector search's results.
 EXACT_FILTER_LIMIT = 20_000
@@ -51,13 +51,6 @@ EXACT_FILTER_LIMIT = 20_000
 # chunks pass, and the filter is asked about the candidates that could rank.
 LISTED_FOR_BM25 = 200_000
 WIDEST_GRAPH_SEARCH = 4096
-
-
-def _in_batches(values: list) -> Iterator[tuple[list, str]]:
-    """`values` in slices small enough to bind, each with its "?,?,…" placeholder list."""
-    for start in range(0, len(values), _BIND_BATCH):
-        part = values[start : start + _BIND_BATCH]
-        yield part, ",".join("?" * len(part))
 
 
 _SCHEMA = """
@@ -358,7 +351,7 @@ class SQLiteStore:
         """(ids, vectors) of the chunks still present, for an exact search over a filter's chunks."""
         ids = [int(i) for i in chunk_ids]  # SQLite takes no numpy integers
         out_ids, out_vecs = [], []
-        for part, marks in _in_batches(ids):
+        for part, marks in in_batches(ids):
             rows = self._db.execute(
                 f"SELECT c.id, v.vector FROM chunks c JOIN vectors v ON v.model=? AND v.hash=c.embed_hash "
                 f"WHERE c.id IN ({marks})",
@@ -420,7 +413,7 @@ class SQLiteStore:
         needs_article = bool(filters.since or filters.until or filters.outlets or filters.article_id is not None)
         source = "chunks c JOIN articles a ON a.rowid = c.article" if needs_article else "chunks c"
         passing: set[int] = set()
-        for part, marks in _in_batches(chunk_ids):
+        for part, marks in in_batches(chunk_ids):
             passing.update(r[0] for r in self._db.execute(
                 f"SELECT c.id FROM {source} WHERE c.id IN ({marks}) AND {where}", [*part, *params],
             ))
@@ -517,7 +510,7 @@ class SQLiteStore:
             return {}
         rowids = [r[0] for r in rows]
         also: dict[int, list[str]] = {}
-        for part, marks in _in_batches(rowids):
+        for part, marks in in_batches(rowids):
             for article, outlet in self._db.execute(
                 f"SELECT article, outlet FROM also_reported WHERE article IN ({marks}) ORDER BY outlet", part
             ):
@@ -532,7 +525,7 @@ class SQLiteStore:
 
     def chunks_with_articles(self, chunk_ids: Sequence[int]) -> dict[int, tuple[StoredChunk, ArticleMeta, str]]:
         out: dict[int, tuple[StoredChunk, ArticleMeta, str]] = {}
-        for part, marks in _in_batches([int(i) for i in chunk_ids]):
+        for part, marks in in_batches([int(i) for i in chunk_ids]):
             rows = self._db.execute(
                 f"SELECT c.id, c.start, c.end, {self._META_COLUMNS}, a.text "
                 f"FROM chunks c JOIN articles a ON a.rowid = c.article WHERE c.id IN ({marks})",
@@ -571,7 +564,7 @@ class SQLiteStore:
 
     def lede_vectors(self, article_ids: Sequence[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        for part, marks in _in_batches(list(article_ids)):
+        for part, marks in in_batches(list(article_ids)):
             rows = self._db.execute(
                 "SELECT a.id, v.vector FROM articles a JOIN chunks c ON c.article = a.rowid AND c.ordinal = 0 "
                 f"JOIN vectors v ON v.model = ? AND v.hash = c.embed_hash WHERE a.id IN ({marks})",
@@ -789,7 +782,7 @@ def _find_near_duplicate(db: sqlite3.Connection, fingerprint: Fingerprint, thres
 def _stored_vectors(db: sqlite3.Connection, model_name: str, embed_keys: Iterable[str]) -> dict[str, bytes]:
     """The cached vectors among `embed_keys`, looked up in batches rather than one query per chunk."""
     found: dict[str, bytes] = {}
-    for part, marks in _in_batches(list(dict.fromkeys(embed_keys))):
+    for part, marks in in_batches(list(dict.fromkeys(embed_keys))):
         found.update(db.execute(
             f"SELECT hash, vector FROM vectors WHERE model = ? AND hash IN ({marks})", (model_name, *part)
         ).fetchall())
@@ -909,9 +902,9 @@ class SQLiteWriter:
         if collections is not None:
             doomed = self._leave_collections(doomed, collections)
         # Once for all the chunks: each call rewrites the packed postings of every term they hold.
-        sqlite_lexicon.remove(self.db, [r[0] for part, marks in _in_batches(doomed) for r in self.db.execute(
+        sqlite_lexicon.remove(self.db, [r[0] for part, marks in in_batches(doomed) for r in self.db.execute(
             f"SELECT id FROM chunks WHERE article IN ({marks})", part)])
-        for part, marks in _in_batches(doomed):
+        for part, marks in in_batches(doomed):
             self.db.execute(f"DELETE FROM articles WHERE rowid IN ({marks})", part)
         if doomed:
             self._removed = True
@@ -921,7 +914,7 @@ class SQLiteWriter:
         """Take the articles out of `collections`; returns those no collection holds any more."""
         names = ",".join("?" * len(collections)) or "NULL"
         orphans = []
-        for part, marks in _in_batches(rowids):
+        for part, marks in in_batches(rowids):
             self.db.execute(
                 f"DELETE FROM article_collections WHERE collection IN ({names}) AND article IN ({marks})",
                 [*collections, *part],

@@ -41,6 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 from index.porter import stem
+from index.store.sqlite_batches import in_batches
 from index.store.types import ScoredChunk
 
 log = logging.getLogger(__name__)
@@ -224,11 +225,8 @@ def _term_ids(db: sqlite3.Connection, documents: Counter) -> dict[str, int]:
                    "pending = pending + excluded.pending, batches = batches + 1",
                    [(term, n, n) for term, n in documents.items()])
     ids = {}
-    terms = list(documents)
-    for start in range(0, len(terms), 900):
-        part = terms[start:start + 900]
-        ids.update(db.execute(f"SELECT term, id FROM lexicon_terms WHERE term IN ({','.join('?' * len(part))})",
-                              part).fetchall())
+    for part, marks in in_batches(list(documents)):
+        ids.update(db.execute(f"SELECT term, id FROM lexicon_terms WHERE term IN ({marks})", part).fetchall())
     return ids
 
 
@@ -239,16 +237,15 @@ def remove(db: sqlite3.Connection, chunk_ids: Sequence[int]) -> None:
     if totals is None or not chunk_ids:
         return
     by_term, removed, words = {}, 0, 0
-    for start in range(0, len(chunk_ids), 900):
-        part = list(chunk_ids[start:start + 900])
+    for part, marks in in_batches(chunk_ids):
         for chunk_id, length, terms in db.execute(
-            f"SELECT chunk, length, terms FROM lexicon_chunks WHERE chunk IN ({','.join('?' * len(part))})", part
+            f"SELECT chunk, length, terms FROM lexicon_chunks WHERE chunk IN ({marks})", part
         ).fetchall():
             for term in np.frombuffer(terms, dtype=np.uint32).tolist():
                 by_term.setdefault(term, []).append(chunk_id)
             removed += 1
             words += length
-        db.execute(f"DELETE FROM lexicon_chunks WHERE chunk IN ({','.join('?' * len(part))})", part)
+        db.execute(f"DELETE FROM lexicon_chunks WHERE chunk IN ({marks})", part)
     for term, chunks in by_term.items():
         for row_id, blob in db.execute("SELECT id, postings FROM lexicon_pending WHERE term = ?", (term,)).fetchall():
             postings = np.frombuffer(blob, dtype=PACKED)
@@ -293,10 +290,9 @@ def _fold_grown(db: sqlite3.Connection, term_ids: list[int]) -> None:
     """Fold the pending postings of those terms that have enough of them (FOLD_AT and a quarter of
     their packed array) or too many pending blobs."""
     grown = []
-    for start in range(0, len(term_ids), 900):
-        part = term_ids[start:start + 900]
+    for part, marks in in_batches(term_ids):
         grown += [r[0] for r in db.execute(
-            f"SELECT id FROM lexicon_terms WHERE id IN ({','.join('?' * len(part))}) "
+            f"SELECT id FROM lexicon_terms WHERE id IN ({marks}) "
             "AND ((pending >= ? AND pending * 4 >= packed) OR batches >= ?)", (*part, FOLD_AT, MOST_PENDING))]
     for term in grown:
         merged = _best_first(np.concatenate([_packed(db, term), _pending(db, term)]))
@@ -536,10 +532,9 @@ def _full_scores(db: sqlite3.Connection, chunk_ids: list[int], lists: list[_Term
     query = np.array(sorted(idf_of), dtype=np.uint32)
     idfs = np.array([idf_of[t] for t in query.tolist()])
     rows = []
-    for start in range(0, len(chunk_ids), 900):
-        part = chunk_ids[start:start + 900]
-        rows += db.execute(f"SELECT chunk, length, terms, counts FROM lexicon_chunks "
-                           f"WHERE chunk IN ({','.join('?' * len(part))})", part).fetchall()
+    for part, marks in in_batches(chunk_ids):
+        rows += db.execute(f"SELECT chunk, length, terms, counts FROM lexicon_chunks WHERE chunk IN ({marks})",
+                           part).fetchall()
     if not rows:
         return np.zeros(len(chunk_ids))
     # Every row's terms in one array, each marked with its row: one pass for all the candidates.
