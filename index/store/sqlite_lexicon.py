@@ -282,8 +282,11 @@ def _write_packed(db: sqlite3.Connection, term: int, postings: np.ndarray) -> No
         db.execute("DELETE FROM lexicon_packed WHERE term = ?", (term,))
 
 
-def _best_first(postings: np.ndarray) -> np.ndarray:
-    return postings[np.lexsort((postings["chunk"], -postings["impact"].astype(np.int32)))]
+def _best_first(postings: np.ndarray, *, by_term: bool = False) -> np.ndarray:
+    """Postings in the order a search reads them: highest impact first, ties by chunk id (grouped by
+    term first, for a build's postings of many terms)."""
+    keys = (postings["chunk"], -postings["impact"].astype(np.int32))
+    return postings[np.lexsort((*keys, postings["term"]) if by_term else keys)]
 
 
 def _fold_grown(db: sqlite3.Connection, term_ids: list[int]) -> None:
@@ -328,7 +331,7 @@ def build(db: sqlite3.Connection, chunks: int, rows: Iterable[tuple[int, str, st
         db.execute("UPDATE lexicon_terms SET packed = pending, pending = 0, batches = 0")
         for path in parts:
             postings = np.fromfile(path, dtype=_WITH_TERM)
-            postings = postings[np.lexsort((postings["chunk"], -postings["impact"].astype(np.int32), postings["term"]))]
+            postings = _best_first(postings, by_term=True)
             terms, starts = np.unique(postings["term"], return_index=True)
             for term, part in zip(terms.tolist(), np.split(_packed_records(postings), starts[1:])):
                 _write_packed(db, term, part)
