@@ -34,7 +34,7 @@ import sys
 import tempfile
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -174,12 +174,10 @@ def add(db: sqlite3.Connection, chunks: Sequence[tuple[int, str, str]]) -> None:
     postings = _enter(db, chunks)
     if not len(postings):
         return
-    postings = postings[np.argsort(postings["term"], kind="stable")]
-    terms, starts = np.unique(postings["term"], return_index=True)
+    by_term = list(_by_term(postings[np.argsort(postings["term"], kind="stable")]))
     db.executemany("INSERT INTO lexicon_pending (term, postings) VALUES (?, ?)",
-                   [(term, part.tobytes())
-                    for term, part in zip(terms.tolist(), np.split(_packed_records(postings), starts[1:]))])
-    _fold_grown(db, terms.tolist())
+                   [(term, part.tobytes()) for term, part in by_term])
+    _fold_grown(db, [term for term, _ in by_term])
 
 
 def _enter(db: sqlite3.Connection, chunks: Iterable[tuple[int, str, str]]) -> np.ndarray:
@@ -214,8 +212,11 @@ def _enter(db: sqlite3.Connection, chunks: Iterable[tuple[int, str, str]]) -> np
 _WITH_TERM = np.dtype([("term", "<i8"), *PACKED.descr])
 
 
-def _packed_records(postings: np.ndarray) -> np.ndarray:
-    return postings[list(PACKED.names)].astype(PACKED)
+def _by_term(postings: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Each term of postings grouped by term, with its PACKED records in the order given."""
+    terms, starts = np.unique(postings["term"], return_index=True)
+    records = postings[list(PACKED.names)].astype(PACKED)
+    return zip(terms.tolist(), np.split(records, starts[1:]))
 
 
 def _term_ids(db: sqlite3.Connection, documents: Counter) -> dict[str, int]:
@@ -309,7 +310,7 @@ def build(db: sqlite3.Connection, chunks: int, rows: Iterable[tuple[int, str, st
     term's postings straight into its packed array. They are spilled to files in `spill`, a share of
     the terms per file, and each file sorted in turn: memory stays small at a million chunks."""
     log.warning("building the lexical index for %d chunks (once)", chunks)
-    for table in ("lexicon_postings", *_TABLES):  # whatever an older format left
+    for table in _TABLES:  # whatever an older format left
         db.execute(f"DROP TABLE IF EXISTS {table}")
     for statement in SCHEMA.split(";"):  # not executescript: it would commit the writer's transaction
         if statement.strip():
@@ -327,13 +328,9 @@ def build(db: sqlite3.Connection, chunks: int, rows: Iterable[tuple[int, str, st
                     postings[postings["term"] % _SPILL_FILES == i].tofile(handle)
             bar.update(len(batch))
         bar.close()
-        db.execute("DELETE FROM lexicon_pending")
         db.execute("UPDATE lexicon_terms SET packed = pending, pending = 0, batches = 0")
         for path in parts:
-            postings = np.fromfile(path, dtype=_WITH_TERM)
-            postings = _best_first(postings, by_term=True)
-            terms, starts = np.unique(postings["term"], return_index=True)
-            for term, part in zip(terms.tolist(), np.split(_packed_records(postings), starts[1:])):
+            for term, part in _by_term(_best_first(np.fromfile(path, dtype=_WITH_TERM), by_term=True)):
                 _write_packed(db, term, part)
             path.unlink()
 
