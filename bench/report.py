@@ -669,7 +669,7 @@ def _findings(s: dict) -> list[str]:
             out.append(f"Filters can cost a lot: `ask` p50 with a date filter is {span} allowed chunks, against "
                        f"{base:.0f} ms unfiltered; the worst ({slow['allowed_chunks']:,}) spends "
                        f"{slow['parts_median_ms'].get('dense_ms', 0):.0f} ms in the vector search. Up to the "
-                       "retriever's EXACT_FILTER_LIMIT (20,000) the allowed chunks are searched exactly, and every "
+                       "SQLite backend's LISTED_FILTER_LIMIT (200,000) the allowed chunks are searched exactly, and every "
                        "Discord question carries a collection filter.")
         else:
             out.append(f"Filters cost little: `ask` p50 with a date filter is {span} allowed chunks, against "

@@ -90,17 +90,21 @@ def test_past_the_exact_limit_the_index_becomes_hnsw(tmp_path, fake_embedder):
     assert len(consistent(store, fake_embedder)) == 4
 
 
-@pytest.mark.parametrize("exact_filter_limit", [5, 10_000])
+@pytest.mark.parametrize("listed_filter_limit", [5, 10_000], ids=["broad", "listed"])
+@pytest.mark.parametrize("exact_search_max", [5, 10_000], ids=["graph", "flat"])
 def test_broad_and_narrow_filters_both_search_only_what_they_allow(tmp_path, fake_embedder, monkeypatch,
-                                                                    exact_filter_limit):
-    """A filter letting more than EXACT_FILTER_LIMIT chunks through is applied after a wider vector
-    search, a narrower one before it; either way nothing outside the filter comes back, and BM25's
-    best allowed chunks are the same."""
-    monkeypatch.setattr(sqlite_backend, "EXACT_FILTER_LIMIT", exact_filter_limit)
-    store = SQLiteStore(tmp_path / "d", model_name=fake_embedder.name, dim=fake_embedder.dim)
+                                                                    listed_filter_limit, exact_search_max):
+    """A filter letting more than LISTED_FILTER_LIMIT chunks through is applied after a wider vector
+    search, a narrower one before it, whether the index is flat or a graph; either way nothing outside
+    the filter comes back. A listed filter's best chunks are exact, and BM25's best allowed chunks
+    are the same as its best overall that the filter allows."""
+    monkeypatch.setattr(sqlite_backend, "LISTED_FILTER_LIMIT", listed_filter_limit)
+    store = SQLiteStore(tmp_path / "d", model_name=fake_embedder.name, dim=fake_embedder.dim,
+                        exact_search_max=exact_search_max)
     stories = [article(f"Story {i}", f"Report number {i} on harbour {i % 7} and market {i % 5}. " * 6,
                        collection="guild:1" if i % 3 else "shared") for i in range(30)]
     make_ingestor(store, fake_embedder).run(stories)
+    assert store.stats()["vector_index"] == ("hnsw" if exact_search_max == 5 else "exact")
     query = fake_embedder.encode(["harbour 3 market"])[0]
     found = store.dense_search(query, 10, SearchFilters(collections=("shared",)))
     rows = store.chunks_with_articles([chunk_id for chunk_id, _ in found])
@@ -108,6 +112,12 @@ def test_broad_and_narrow_filters_both_search_only_what_they_allow(tmp_path, fak
     assert len(found) == 10 and {rows[c][1].id for c, _ in found} <= shared
     scores = [score for _, score in found]
     assert scores == sorted(scores, reverse=True) and np.isfinite(scores).all()
+    if listed_filter_limit == 10_000 or exact_search_max == 10_000:  # listed, or a flat index: exact
+        everything = store.dense_search(query, 1000, SearchFilters())
+        rows = store.chunks_with_articles([chunk_id for chunk_id, _ in everything])
+        best_shared = [hit for hit in everything if rows[hit[0]][1].id in shared][:10]
+        assert [c for c, _ in found] == [c for c, _ in best_shared]
+        assert scores == pytest.approx([s for _, s in best_shared], rel=1e-5)
     everything = store.lexical_search(["harbour", "market"], 1000, SearchFilters())
     rows = store.chunks_with_articles([chunk_id for chunk_id, _ in everything])
     best_shared = [hit for hit in everything if rows[hit[0]][1].id in shared][:10]
@@ -188,7 +198,7 @@ def test_a_search_that_starts_shallow_reads_deeper_until_its_top_ten_is_exact(tm
     tenth result: the same top ten, with the same scores, as a search that reads every posting. A
     filter is a list of chunks when it is small enough, else asked about the candidates."""
     if not listed:
-        monkeypatch.setattr(sqlite_backend, "LISTED_FOR_BM25", 1)
+        monkeypatch.setattr(sqlite_backend, "LISTED_FILTER_LIMIT", 1)
     folder = tmp_path / "d"
     make_ingestor(SQLiteStore(folder, model_name=fake_embedder.name, dim=fake_embedder.dim),
                   fake_embedder).run(bbc_stories(120))
