@@ -516,19 +516,20 @@ def test_a_match_waits_out_its_delay_and_a_held_one_its_channel_cap(new_store, f
     assert (taken.id, taken.follow_id, taken.held) == (match, 3, False)
     assert outbox.waiting(10) == []  # taken: no longer waiting
 
-    outbox.hold([match], until=datetime.now(timezone.utc) + timedelta(seconds=1))
+    outbox.hold([match], wait=timedelta(seconds=1))
     assert outbox.take(**everyone) == []
     time.sleep(1.2)
     (again,) = outbox.take(**everyone)
     assert (again.id, again.held) == (match, True)
 
-    before = datetime.now(timezone.utc) - timedelta(seconds=1)
     outbox.record_post(10)
+    time.sleep(0.3)
     outbox.record_post(10)
     outbox.record_post(11)
-    posts = outbox.posts_since(10, before)
-    assert len(posts) == 2 and posts == sorted(posts) and all(p >= before for p in posts)
-    assert outbox.posts_since(10, datetime.now(timezone.utc) + timedelta(seconds=5)) == []
+    ages = outbox.recent_posts(10, timedelta(minutes=1))
+    assert len(ages) == 2 and ages == sorted(ages, reverse=True)  # oldest first
+    assert timedelta(seconds=0.3) <= ages[0] < timedelta(seconds=5) and timedelta(0) <= ages[1] < ages[0]
+    assert len(outbox.recent_posts(10, timedelta(seconds=0.2))) == 1  # the first is older than that
 
 
 def test_a_copy_carries_the_follows_once(new_store, fake_embedder):

@@ -92,13 +92,14 @@ class AnnouncementDelivery(commands.Cog):
             follows = {f.id: f for f in service.store.follows.follows(guild_id=matches[0].guild_id)}
             waiting = self.outbox.waiting(channel_id)
             ledes = service.store.lede_vectors([m.article_ids[0] for m in (*matches, *waiting)])
-            posted = self.outbox.posts_since(channel_id, now - self.cap_window)
+            # Ages by the store's clock, placed on this process's: processes' clocks differ.
+            posted = [now - age for age in self.outbox.recent_posts(channel_id, self.cap_window)]
             return plan_channel(matches, follows, posted, ledes=ledes, cap=cap, now=now, window=self.cap_window,
                                 waiting=waiting)
 
         plan = await asyncio.to_thread(plan)
         if plan.hold:
-            await asyncio.to_thread(self.outbox.hold, plan.hold, until=plan.until)
+            await asyncio.to_thread(self.outbox.hold, plan.hold, wait=plan.until - now)
         posted = 0
         for unit in plan.posts:
             replies, left = await asyncio.to_thread(follow_reply, service, unit, cap=cap)
@@ -114,7 +115,7 @@ class AnnouncementDelivery(commands.Cog):
                     await asyncio.to_thread(self.outbox.record_post, channel_id)
                     posted += 1
             if left:  # the next catch-up lists them
-                await asyncio.to_thread(self.outbox.hold, [m.id for m in left], until=now)
+                await asyncio.to_thread(self.outbox.hold, [m.id for m in left], wait=timedelta(0))
             for match in unit.matches:
                 if match not in left:
                     await asyncio.to_thread(self.outbox.mark_sent, match.id)

@@ -160,9 +160,9 @@ class PostgresOutbox:
     def mark_sent(self, announcement_id: int) -> None:
         self.db.rows("UPDATE announcements SET sent_at = now() WHERE id = %s RETURNING id", (announcement_id,))
 
-    def hold(self, announcement_ids: Sequence[int], *, until: datetime) -> None:
-        self.db.rows("UPDATE announcements SET held = true, taken_by = NULL, taken_until = %s WHERE id = ANY(%s)"
-                     " RETURNING id", (until, list(announcement_ids)))
+    def hold(self, announcement_ids: Sequence[int], *, wait: timedelta) -> None:
+        self.db.rows("UPDATE announcements SET held = true, taken_by = NULL, taken_until = now() + %s"
+                     " WHERE id = ANY(%s) RETURNING id", (wait, list(announcement_ids)))
 
     def waiting(self, channel_id: int) -> list[Announcement]:
         rows = self.db.rows(
@@ -175,10 +175,10 @@ class PostgresOutbox:
     def record_post(self, channel_id: int) -> None:
         self.db.rows("INSERT INTO channel_posts (channel_id) VALUES (%s) RETURNING channel_id", (channel_id,))
 
-    def posts_since(self, channel_id: int, since: datetime) -> list[datetime]:
-        rows = self.db.rows("SELECT posted_at FROM channel_posts WHERE channel_id = %s AND posted_at >= %s"
-                            " ORDER BY posted_at", (channel_id, since))
-        return [posted for posted, in rows]
+    def recent_posts(self, channel_id: int, within: timedelta) -> list[timedelta]:
+        rows = self.db.rows("SELECT now() - posted_at FROM channel_posts WHERE channel_id = %s"
+                            " AND posted_at >= now() - %s ORDER BY posted_at", (channel_id, within))
+        return [age for age, in rows]
 
     def unsent(self) -> int:
         return self.db.rows("SELECT count(*) FROM announcements WHERE sent_at IS NULL")[0][0]

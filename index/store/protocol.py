@@ -120,9 +120,9 @@ class Outbox(Protocol):
 
     def mark_sent(self, announcement_id: int) -> None: ...
 
-    def hold(self, announcement_ids: Sequence[int], *, until: datetime) -> None:
+    def hold(self, announcement_ids: Sequence[int], *, wait: timedelta) -> None:
         """Keep these back (their channel's hourly cap is reached): marked held, and nobody takes
-        them before `until`."""
+        them for `wait`, by the store's clock (processes' clocks differ)."""
 
     def waiting(self, channel_id: int) -> list[Announcement]:
         """The channel's follow matches still waiting out their delay (not taken, not held), oldest
@@ -131,8 +131,9 @@ class Outbox(Protocol):
     def record_post(self, channel_id: int) -> None:
         """A follow's message was posted in the channel now: it counts against the hourly cap."""
 
-    def posts_since(self, channel_id: int, since: datetime) -> list[datetime]:
-        """When the follow messages posted in the channel since `since` were posted, oldest first."""
+    def recent_posts(self, channel_id: int, within: timedelta) -> list[timedelta]:
+        """How long ago each follow message posted in the channel in the last `within` was posted,
+        by the store's clock, oldest first."""
 
     def unsent(self) -> int:
         """How many are still waiting."""

@@ -248,10 +248,11 @@ class SQLiteOutbox:
         with _state(self.path, write=True) as db:
             db.execute("UPDATE announcements SET sent_at = ? WHERE id = ?", (utcnow().timestamp(), announcement_id))
 
-    def hold(self, announcement_ids: Sequence[int], *, until: datetime) -> None:
+    def hold(self, announcement_ids: Sequence[int], *, wait: timedelta) -> None:
+        until = (utcnow() + wait).timestamp()
         with _state(self.path, write=True) as db:
             db.executemany("UPDATE announcements SET held = 1, taken_by = NULL, taken_until = ? WHERE id = ?",
-                           [(until.timestamp(), id_) for id_ in announcement_ids])
+                           [(until, id_) for id_ in announcement_ids])
 
     def waiting(self, channel_id: int) -> list[Announcement]:
         with _state(self.path) as db:
@@ -266,11 +267,12 @@ class SQLiteOutbox:
         with _state(self.path, write=True) as db:
             db.execute("INSERT INTO channel_posts VALUES (?, ?)", (channel_id, utcnow().timestamp()))
 
-    def posts_since(self, channel_id: int, since: datetime) -> list[datetime]:
+    def recent_posts(self, channel_id: int, within: timedelta) -> list[timedelta]:
+        now = utcnow()
         with _state(self.path) as db:
             rows = db.execute("SELECT posted_at FROM channel_posts WHERE channel_id = ? AND posted_at >= ?"
-                              " ORDER BY posted_at", (channel_id, since.timestamp())).fetchall()
-        return [from_timestamp(posted) for posted, in rows]
+                              " ORDER BY posted_at", (channel_id, (now - within).timestamp())).fetchall()
+        return [now - from_timestamp(posted) for posted, in rows]
 
     def unsent(self) -> int:
         with _state(self.path) as db:
