@@ -98,7 +98,7 @@ def _machine(summary: dict) -> str:
 def markdown(summary: dict, results_dir: Path) -> str:
     s = summary["sections"]
     lines = ["# newsdesk performance", ""]
-    dates = sorted({v["date"][:10] for v in s.values()})
+    dates = sorted({each["date"][:10] for v in s.values() for each in (v, *v.get("points", ())) if "date" in each})
     lines += [
         f"Measured by `make bench` (`newsdesk --config config.toml bench`) on {', '.join(dates) or '–'}, on "
         f"{_machine(summary)}. Every figure below comes from `results/*.json` (one file per section, each "
@@ -456,6 +456,8 @@ def _backends(r: dict) -> list[str]:
         tuned = ", ".join(f"{k} {pg[k]}" for k in ("shared_buffers", "effective_cache_size", "work_mem") if k in pg)
         server = (f" PostgreSQL {pg['server_version']} with pgvector {pg['pgvector']}"
                   f"{' (the bench’s own embedded server)' if pg.get('embedded') else ''}, {tuned}.")
+    # Points re-measured on their own (one backend after a change) carry their run's date.
+    dated = any("date" in p for p in r["points"])
     lines = [
         "## SQLite + FAISS and PostgreSQL + pgvector side by side",
         "",
@@ -465,15 +467,16 @@ def _backends(r: dict) -> list[str]:
         f"included), one at a time; recall@10 of each backend's vector search against exact search over the same "
         f"vectors.{server}",
         "",
-        "| backend | chunks | vector index | ask p50 | ask p95 | as Discord asks, p95 | embed / dense / BM25 p50 "
-        "| recall@10 | serving process RSS | on disk |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| backend | chunks |{' measured |' if dated else ''} vector index | ask p50 | ask p95 | as Discord asks, p95 "
+        "| embed / dense / BM25 p50 | recall@10 | serving process RSS | on disk |",
+        f"|---|---|{'---|' if dated else ''}---|---|---|---|---|---|---|---|",
     ]
     for p in r["points"]:
         parts = p["parts_p50_ms"]
         memory = p.get("serving_process")
+        measured = f" {p.get('date', r['date'])[:10]} |" if dated else ""
         lines.append(
-            f"| {p['backend']} | {p['chunks']:,} | {p['vector_index']} | {_fmt(p['ask']['p50_ms'])} ms | "
+            f"| {p['backend']} | {p['chunks']:,} |{measured} {p['vector_index']} | {_fmt(p['ask']['p50_ms'])} ms | "
             f"**{_fmt(p['ask']['p95_ms'])} ms** | {_fmt(p['scoped_like_discord']['ask']['p95_ms'])} ms | "
             f"{_fmt(parts.get('embed_ms'))} / {_fmt(parts.get('dense_ms'))} / {_fmt(parts.get('bm25_ms'))} ms | "
             f"{_fmt(p['recall_at_10'], 3)} | {_fmt(memory['rss_mb']) + ' MB' if memory else '–'} | "

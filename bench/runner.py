@@ -265,12 +265,12 @@ def targets(sections: dict) -> list[dict]:
     points = get("backends", "points") or []
     largest = max((p["size"] for p in points), default=None)
     for point in points:
-        if point["size"] != largest:
-            continue
         name = f"{point['backend']}, {point['chunks']:,} chunks"
-        if point["backend"] == "postgres":
-            p95 = point["ask"]["p95_ms"]
+        p95 = point["ask"]["p95_ms"]
+        if point["size"] == largest:
             row(f"ask p95 with the query embedding ({name})", "<= 100 ms", p95, p95 <= 100)
-        recall = point["recall_at_10"]
-        row(f"vector search recall@10 vs exact ({name})", ">= 0.95", recall, recall >= 0.95)
+            recall = point["recall_at_10"]
+            row(f"vector search recall@10 vs exact ({name})", ">= 0.95", recall, recall >= 0.95)
+        elif point["size"] == 100_000 and point["backend"] == "sqlite":  # the embedded default's own target
+            row(f"ask p95 with the query embedding ({name})", "< 50 ms", p95, p95 < 50)
     return rows

@@ -12,7 +12,7 @@ import sys
 import pytest
 from fakes import FakeEmbedder
 
-from bench import SECTIONS
+from bench import SECTIONS, report
 from bench.runner import Bench, require_matplotlib
 
 WORDS = ("harbour council river flood energy market election court strike bank coal wheat rail school "
@@ -139,11 +139,16 @@ def test_every_section_writes_its_figures(config, corpus, tmp_path):
     # The same copies in both backends: the same chunk counts.
     assert len({(p["size"], p["chunks"]) for p in scale["points"]}) == 2
 
-    assert [t["met"] is not None for t in summary["targets"]] == [True] * 8
+    assert [t["met"] is not None for t in summary["targets"]] == [True] * 9
+    # A point measured again in a later run (one backend, after a change) is shown with its own date.
+    assert "| chunks | measured |" not in report.markdown(summary, results)
+    scale["points"][0]["date"] = "2030-01-02T00:00:00+00:00"
+    dated = report.markdown(summary, results)
+    assert "| chunks | measured |" in dated and " | 2030-01-02 | " in dated and "2030-01-02" in dated.splitlines()[2]
     if plot:
         assert (results / "latency_vs_size.png").stat().st_size > 0
-        report = (results.parent / "REPORT.md").read_text()
-        assert "results/latency_vs_size.png" in report and "## Targets" in report
+        written = (results.parent / "REPORT.md").read_text()
+        assert "results/latency_vs_size.png" in written and "## Targets" in written
 
     # A second run reuses the index (the corpus is not ingested again) and keeps the other sections.
     again = Bench(config, data_dir=tmp_path / "benchdata", results_dir=results, corpus=corpus,
