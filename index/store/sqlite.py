@@ -357,7 +357,7 @@ class SQLiteStore:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         if not filters.active:
             return self._faiss_search(index, query, min(k, index.ntotal))
-        allowed = self._allowed_chunk_ids(filters, reuse=not filters.moves_with_the_clock)
+        allowed = self._allowed_chunk_ids(filters)
         if allowed is None:
             return self._search_then_filter(index, query, k, filters)
         if len(allowed) == 0:
@@ -408,17 +408,18 @@ class SQLiteStore:
             ))
         return passing
 
-    def _allowed_chunk_ids(self, filters: SearchFilters, *, reuse: bool) -> np.ndarray | None:
+    def _allowed_chunk_ids(self, filters: SearchFilters) -> np.ndarray | None:
         """Chunk ids (int64) passing a filter, or None if there are more than LISTED_FILTER_LIMIT.
 
-        With `reuse`, the answer is kept per reader connection until a writer commits (SQLite's
-        data_version tells): Discord asks every question of a server with the same collection
-        filter, and listing up to 20,000 rows to learn that cost 20 ms of a 60 ms question (bench).
+        The answer is kept per reader connection until a writer commits (SQLite's data_version
+        tells): Discord asks every question of a server with the same collection filter, and a
+        question's vector and BM25 searches share one listing. A date filter ("this week") is kept
+        under its exact dates, so the next question's, taken at another moment, is listed anew.
         """
         db = self._db
         cache: dict = self._local.__dict__.setdefault("allowed_ids", {})
-        version = db.execute("PRAGMA data_version").fetchone()[0] if reuse else None
-        cached = cache.get(filters) if reuse else None
+        version = db.execute("PRAGMA data_version").fetchone()[0]
+        cached = cache.get(filters)
         if cached is not None and cached[0] == version:
             return cached[1]
         where, params = _filter_sql(filters)
@@ -429,10 +430,9 @@ class SQLiteStore:
         # An array, not a list of ints: a kept answer of 200,000 ids is 1.6 MB, not 7 MB.
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64)
         found = None if len(ids) > LISTED_FILTER_LIMIT else ids
-        if reuse:
-            if len(cache) >= 32:
-                cache.clear()
-            cache[filters] = (version, found)
+        if len(cache) >= 32:
+            cache.clear()
+        cache[filters] = (version, found)
         return found
 
     def lexical_search(self, terms: Sequence[str], k: int, filters: SearchFilters) -> list[ScoredChunk]:
@@ -456,7 +456,7 @@ class SQLiteStore:
         search = functools.partial(sqlite_lexicon.search, db, terms, depth=self.lexical_depth)
         if not filters.active:
             return search(k)
-        allowed = self._allowed_chunk_ids(filters, reuse=not filters.moves_with_the_clock)
+        allowed = self._allowed_chunk_ids(filters)
         if allowed is not None:
             return search(k, allowed=allowed) if len(allowed) else []
         return search(k, passes=functools.partial(self._passing, filters))  # a broad filter: asked of the best
@@ -468,7 +468,7 @@ class SQLiteStore:
         try:
             if not filters.active:
                 return self._bm25(match, k)
-            allowed = self._allowed_chunk_ids(filters, reuse=not filters.moves_with_the_clock)
+            allowed = self._allowed_chunk_ids(filters)
             if allowed is not None and len(allowed) == 0:
                 return []
             # As many as the filter should need to keep k if it keeps its share of the matches (a broad

@@ -83,11 +83,6 @@ class SearchFilters:
         return bool(self.since or self.until or self.outlets or self.collections is not None
                     or self.article_id is not None)
 
-    @property
-    def moves_with_the_clock(self) -> bool:
-        """A date filter ("this week") lets different chunks through tomorrow: not worth remembering."""
-        return bool(self.since or self.until)
-
 
 @dataclass(frozen=True)
 class StoredChunk:
