@@ -196,6 +196,21 @@ def test_a_follow_up_is_weighed_with_the_question_it_follows(real_service, bbc):
     assert follow_up.found and follow_up.mode == "llm" and follow_up.citations[0].url == row["url"]
 
 
+def test_a_new_question_asked_in_a_thread_is_weighed_on_its_own_words(real_service, bbc):
+    """Searched with the question it follows, a follow-up's passages are that story's; a question
+    about something else must still find its own words there."""
+    rows = bbc[0]
+    # Each was answered with quotes from the story of the question before it (the dollar, oil
+    # prices, Japan's economy) when the follow-up was weighed on both questions' words alone.
+    for earlier, question in ((rows[1], "What is the capital of Mongolia?"),
+                              (rows[3], "What is the capital of Mongolia?"),
+                              (rows[5], "What did the court decide about the election?")):
+        answer = real_service.ask(question, history=[headline_question(earlier)])
+        assert (answer.found, answer.citations, answer.text) == (False, [], NOTHING_ANSWERS), (earlier["title"], question)
+    on_topic = real_service.ask("What did the company say?", history=[headline_question(rows[0])])
+    assert on_topic.found and on_topic.citations[0].url == rows[0]["url"]
+
+
 def test_a_broad_question_about_the_news_is_answered(real_service):
     for question in ("What happened this week?", "what happened today?"):
         answer = real_service.ask(question)
