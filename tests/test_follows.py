@@ -80,7 +80,7 @@ def test_the_matcher_queues_each_follow_that_sees_and_matches_an_article(fake_em
 
 
 def _match(id_, article, follow_id=1, held=False, channel_id=101) -> Announcement:
-    return Announcement(1, channel_id, (article,), id_, NOW, follow_id=follow_id, held=held)
+    return Announcement(1, channel_id, (article,), id_, follow_id=follow_id, held=held)
 
 
 def test_a_channel_plan_folds_the_same_story_and_keeps_the_rest_for_the_cap(fake_embedder):

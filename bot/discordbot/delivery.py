@@ -104,7 +104,7 @@ class AnnouncementDelivery(commands.Cog):
         for unit in plan.posts:
             replies, left = await asyncio.to_thread(follow_reply, service, unit, cap=cap)
             if not replies:
-                if any(_age(m) < REPLICA_PATIENCE for m in unit.matches):
+                if any(_recent(m) for m in unit.matches):
                     continue  # a read replica behind: tried again when the lease ends
             else:
                 sent = await self._send(channel_id, replies, nonce=f"nf{unit.matches[0].id}",
@@ -146,7 +146,7 @@ class AnnouncementDelivery(commands.Cog):
     async def _post(self, announcement: Announcement) -> bool:
         try:
             items = await asyncio.to_thread(headline_items, self.bot.service, announcement)
-            if len(items) < len(announcement.article_ids) and _age(announcement) < REPLICA_PATIENCE:
+            if len(items) < len(announcement.article_ids) and _recent(announcement):
                 return False  # a read replica that has not caught up yet: the lease runs out, it is tried again
             if items and await self._send(announcement.channel_id, render_headlines(items),
                                           nonce=f"nd{announcement.id}", what=f"announcement {announcement.id}") is None:
@@ -193,6 +193,6 @@ def follow_reply(service, unit: Story | CatchUp, *, cap: int) -> tuple[list[Repl
                          title=meta.title, url=meta.url, also_reported_by=also)], []
 
 
-def _age(announcement: Announcement) -> timedelta:
-    created = announcement.created_at
-    return datetime.now(timezone.utc) - created if created else timedelta(0)
+def _recent(announcement: Announcement) -> bool:
+    """Queued recently enough that a read replica may not have its articles yet."""
+    return announcement.age is None or announcement.age < REPLICA_PATIENCE

@@ -152,7 +152,7 @@ class PostgresOutbox:
                      AND (guild_id >> 22) %% %s = ANY(%s)
                    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
                UPDATE announcements a SET taken_by = %s, taken_until = now() + %s FROM mine WHERE a.id = mine.id
-               RETURNING a.id, a.guild_id, a.channel_id, a.article_ids, a.created_at, a.follow_id, a.held""",
+               RETURNING a.id, a.guild_id, a.channel_id, a.article_ids, now() - a.created_at, a.follow_id, a.held""",
             (shards.count, list(shards.ids), limit, holder, lease),
         )
         return sorted(map(_announcement, rows), key=lambda a: a.id)
@@ -166,7 +166,7 @@ class PostgresOutbox:
 
     def waiting(self, channel_id: int) -> list[Announcement]:
         rows = self.db.rows(
-            "SELECT id, guild_id, channel_id, article_ids, created_at, follow_id, held FROM announcements"
+            "SELECT id, guild_id, channel_id, article_ids, now() - created_at, follow_id, held FROM announcements"
             " WHERE channel_id = %s AND follow_id <> 0 AND sent_at IS NULL AND NOT held AND taken_by IS NULL"
             " AND taken_until >= now() ORDER BY id", (channel_id,),
         )
@@ -190,8 +190,8 @@ class PostgresOutbox:
 
 
 def _announcement(row: tuple) -> Announcement:
-    id_, guild_id, channel_id, article_ids, created, follow_id, held = row
-    return Announcement(guild_id, channel_id, tuple(article_ids), id_, created, follow_id=follow_id, held=held)
+    id_, guild_id, channel_id, article_ids, age, follow_id, held = row
+    return Announcement(guild_id, channel_id, tuple(article_ids), id_, age, follow_id=follow_id, held=held)
 
 
 class PostgresFollowRegistry:

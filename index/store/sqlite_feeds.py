@@ -331,7 +331,7 @@ _ANNOUNCEMENT_COLUMNS = "id, guild_id, channel_id, article_ids, created_at, foll
 
 def _announcement(row: tuple) -> Announcement:
     id_, guild_id, channel_id, article_ids, created, follow_id, held = row
-    return Announcement(guild_id, channel_id, tuple(json.loads(article_ids)), id_, from_timestamp(created),
+    return Announcement(guild_id, channel_id, tuple(json.loads(article_ids)), id_, utcnow() - from_timestamp(created),
                         follow_id=follow_id, held=bool(held))
 
 

@@ -158,7 +158,8 @@ class Announcement:
     channel_id: int
     article_ids: tuple[str, ...]
     id: int = 0  # given by the outbox
-    created_at: datetime | None = None
+    # How long ago it was queued when the outbox gave it out, by the store's clock (processes' clocks differ).
+    age: timedelta | None = None
     follow_id: int = 0  # 0: a feed's new headlines; else the follow that this article matched
     # Nobody takes it before this much time has passed since it was queued: copies of the story
     # that arrive meanwhile fold into it (a follow's delivery window).
