@@ -89,7 +89,7 @@ class FollowEvaluation:
         from index.chunk import Chunker
 
         idx = self.config.index
-        chunker = Chunker(embedder.count_tokens, max_tokens=min(idx.chunk_tokens, embedder.max_tokens - 32),
+        chunker = Chunker(embedder, max_tokens=min(idx.chunk_tokens, embedder.max_tokens - 32),
                           overlap_sentences=idx.chunk_overlap_sentences)
         parsed = [Topic.parse(t["query"]) for t in topics]
         scorer = FollowScorer(parsed, embedder.encode([t.meaning for t in parsed]))

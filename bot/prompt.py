@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.config import LLMSettings
-from index.embed import Embedder
+from index.embed import Embedder, count_tokens
 from index.retrieve import Hit
 
 NO_ANSWER = "The sources do not answer this question."
@@ -50,7 +50,7 @@ class TokenCounter:
         self._embedder = embedder
 
     def run(self, text: str) -> int:
-        return max(self._embedder.count_tokens(text), -(-len(text) // 3))
+        return max(count_tokens(self._embedder, text), -(-len(text) // 3))
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ class NewsService:
         self.ingestor = Ingestor(
             self.store, self.embedder,
             chunker=Chunker(
-                self.embedder.count_tokens, max_tokens=min(idx.chunk_tokens, self.embedder.max_tokens - 32),
+                self.embedder, max_tokens=min(idx.chunk_tokens, self.embedder.max_tokens - 32),
                 overlap_sentences=idx.chunk_overlap_sentences,
             ),
             near_duplicate_threshold=idx.near_duplicate_threshold,

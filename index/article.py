@@ -113,6 +113,9 @@ class Chunk:
     text: str
     start: int
     end: int
+    # The text's token ids (without special tokens) when the chunker made it: embedded without
+    # tokenizing it again. Not part of what a chunk is.
+    token_ids: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.start < 0 or self.end < self.start:

@@ -10,10 +10,14 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +37,21 @@ class Embedder(Protocol):
 
     name: str
     dim: int
-    max_tokens: int
+    max_tokens: int  # the model's window, special tokens included
+    special_tokens: int  # added around every text the model reads ([CLS] and [SEP])
 
-    def encode(self, texts: list[str]) -> np.ndarray: ...
+    def encode(self, texts: list[str], *, token_ids: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+        """`token_ids`: the texts' tokens (as `tokenize` gives them) when the caller has them
+        already, so that the model does not tokenize the same texts again."""
 
-    def count_tokens(self, text: str) -> int: ...
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids, without the special tokens. The model's tokenizer splits words
+        at spaces and punctuation alone, so the tokens of texts joined by spaces are theirs joined."""
+
+
+def count_tokens(embedder: Embedder, text: str) -> int:
+    """Tokens in `text` as the model reads it alone, special tokens included."""
+    return len(embedder.tokenize([text])[0]) + embedder.special_tokens
 
 
 # How the model runs. Vectors from different backends never share an index: each records its own.
@@ -124,27 +138,37 @@ class SentenceTransformerEmbedder:
 
         hf_logging.disable_progress_bar()  # a weights bar on every start is noise, not progress
         self._model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-        self._tokenizer = self._model.tokenizer
+        backend = getattr(self._model.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise EmbeddingError(f"{folder}: newsdesk needs a model with a fast (tokenizers) tokenizer")
+        from tokenizers import Tokenizer
+
         self._bfloat16 = bfloat16
         self.batch_size = batch_size
         self.name = embedding_name(model_name, "torch-bf16" if bfloat16 else "torch")
         self.dim = int(self._model.get_embedding_dimension())
         self.max_tokens = int(self._model.max_seq_length)
+        self._tokens = ModelInputs(Tokenizer.from_str(backend.to_str()), self.max_tokens)
+        self.special_tokens = self._tokens.special_tokens
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], *, token_ids: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+        """The model run on its inputs as sentence-transformers' encode makes them (the same vectors,
+        cosine 1 - 1e-7), from `token_ids` when given."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return out
         import torch
 
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bfloat16):
-            vectors = self._model.encode(
-                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        token_ids = self.tokenize(texts) if token_ids is None else token_ids
+        for rows in by_length(token_ids, self.batch_size):
+            features = {k: torch.from_numpy(v) for k, v in self._tokens.inputs([token_ids[i] for i in rows]).items()}
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bfloat16):
+                vectors = self._model(features)["sentence_embedding"]
+            out[rows] = torch.nn.functional.normalize(vectors.float(), dim=1).numpy()
+        return out
 
-    def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer.encode(text, add_special_tokens=True, truncation=False))
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._tokens.ids(texts)
 
 
 class OnnxEmbedder:
@@ -179,30 +203,64 @@ class OnnxEmbedder:
         self.name = embedding_name(model_name, "onnx-int8" if quantized else "onnx")
         self.dim = int(self._session.get_outputs()[0].shape[1])
         self.max_tokens = int(settings.get("max_seq_length", 256))
-        # Two tokenizers, each configured once, so that counting and encoding can run in parallel threads.
-        self._counter = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self._counter.no_truncation()
-        self._counter.no_padding()
-        self._batcher = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self._batcher.enable_truncation(self.max_tokens)
-        pad_token = (self._batcher.padding or {}).get("pad_token", "[PAD]")
-        self._batcher.enable_padding(pad_id=self._batcher.token_to_id(pad_token) or 0, pad_token=pad_token)
+        self._tokens = ModelInputs(Tokenizer.from_file(str(folder / "tokenizer.json")), self.max_tokens)
+        self.special_tokens = self._tokens.special_tokens
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], *, token_ids: Sequence[Sequence[int]] | None = None) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        # Batches of similar length, so that little of each is padding.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
-            encodings = self._batcher.encode_batch([texts[i] for i in rows])
-            feed = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                    "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-                    "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
+        token_ids = self.tokenize(texts) if token_ids is None else token_ids
+        for rows in by_length(token_ids, self.batch_size):
+            feed = self._tokens.inputs([token_ids[i] for i in rows])
             out[rows] = self._session.run(None, {k: v for k, v in feed.items() if k in self._inputs})[0]
         return out
 
-    def count_tokens(self, text: str) -> int:
-        return len(self._counter.encode(text).ids)
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._tokens.ids(texts)
+
+
+def by_length(token_ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Row numbers in batches of similar length, so that little of each batch is padding."""
+    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+class ModelInputs:
+    """A model's own tokenizer (`tokenizers`): texts to token ids without the special tokens, and
+    batches of those ids to the model's inputs as the tokenizer itself would make them (special
+    tokens around each, truncated to the window, padded to the longest)."""
+
+    def __init__(self, tokenizer: Tokenizer, max_tokens: int) -> None:
+        pad_token = (tokenizer.padding or {}).get("pad_token", "[PAD]")
+        self._pad = tokenizer.token_to_id(pad_token) or 0
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self._tokenizer = tokenizer
+        # Where the special tokens go, read from the tokenizer's own template around one word.
+        word = tokenizer.encode("news", add_special_tokens=False)
+        framed = tokenizer.post_process(word)
+        at = framed.ids.index(word.ids[0])
+        after = at + len(word.ids)
+        self._before, self._after = framed.ids[:at], framed.ids[after:]
+        self._types = (framed.type_ids[:at], framed.type_ids[at], framed.type_ids[after:])
+        self.special_tokens = len(self._before) + len(self._after)
+        self.max_tokens = max_tokens
+
+    def ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return [encoding.ids for encoding in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def inputs(self, token_ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        room = self.max_tokens - self.special_tokens
+        rows = [[*self._before, *ids[:room], *self._after] for ids in token_ids]
+        width = max(map(len, rows))
+        input_ids = np.full((len(rows), width), self._pad, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        token_type_ids = np.zeros((len(rows), width), dtype=np.int64)
+        before, own, after = self._types
+        for r, (row, ids) in enumerate(zip(rows, token_ids)):
+            input_ids[r, :len(row)] = row
+            attention_mask[r, :len(row)] = 1
+            token_type_ids[r, :len(row)] = [*before, *[own] * min(len(ids), room), *after]
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 
 
 def _read_json(path: Path) -> dict:

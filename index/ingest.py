@@ -65,6 +65,11 @@ def embed_text(article: Article, chunk_text: str) -> str:
     return f"{article.title}\n{chunk_text}"
 
 
+def embed_token_ids(title_ids: Sequence[int], chunk: Chunk) -> list[int]:
+    """`embed_text`'s tokens from the title's and the chunk's (the line break between them is no token)."""
+    return [*title_ids, *chunk.token_ids]
+
+
 class ArticleMatcher(Protocol):
     """Told of each batch's articles that are new to a collection, with their chunk vectors, inside
     the batch's transaction (never of a feed's first read, its backlog): returns announcements to
@@ -91,6 +96,7 @@ class _New:
     fingerprint: Fingerprint
     embed_keys: list[str]
     embed_texts: list[str]
+    embed_token_ids: list[list[int]]
 
 
 class _Batch(DuplicateLookup):
@@ -240,16 +246,21 @@ class Ingestor:
             return fold
         chunks = self.chunker.run(article)  # never empty: an Article's text is not blank
         texts = [embed_text(article, c.text) for c in chunks]
-        return _New(article, chunks, fingerprint, [embed_key(self.store.model_name, t) for t in texts], texts)
+        title_ids = self.embedder.tokenize([article.title])[0]
+        return _New(article, chunks, fingerprint, [embed_key(self.store.model_name, t) for t in texts], texts,
+                    [embed_token_ids(title_ids, c) for c in chunks])
 
     def _vectors(self, batch: _Batch, report: IngestReport) -> dict[str, np.ndarray]:
         """Every new chunk's vector: from the cache where the same text was embedded before, else from the model."""
-        texts = {key: text for item in batch.items if isinstance(item, _New)
-                 for key, text in zip(item.embed_keys, item.embed_texts)}
+        new = [item for item in batch.items if isinstance(item, _New)]
+        texts = {key: text for item in new for key, text in zip(item.embed_keys, item.embed_texts)}
+        token_ids = {key: ids for item in new for key, ids in zip(item.embed_keys, item.embed_token_ids)}
         vectors = self.store.cached_vectors(texts)
         missing = [key for key in texts if key not in vectors]
         if missing:
-            vectors.update(zip(missing, self.embedder.encode([texts[key] for key in missing])))
+            # The chunker's tokens: the model does not tokenize the same texts again.
+            vectors.update(zip(missing, self.embedder.encode([texts[key] for key in missing],
+                                                             token_ids=[token_ids[key] for key in missing])))
             report.embedded += len(missing)
         return vectors
 

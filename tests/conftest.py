@@ -172,7 +172,7 @@ def make_ingestor(store, embedder, **kwargs):
     from index.chunk import Chunker
     from index.ingest import Ingestor
 
-    return Ingestor(store, embedder, chunker=Chunker(embedder.count_tokens, max_tokens=40), **kwargs)
+    return Ingestor(store, embedder, chunker=Chunker(embedder, max_tokens=40), **kwargs)
 
 
 def article(title: str, text: str, *, days_ago: float = 1, outlet: str = "Test Wire", url: str | None = None,

@@ -50,7 +50,7 @@ MAX_TOKENS = 60
 
 
 def chunker(embedder: FakeEmbedder) -> Chunker:
-    return Chunker(embedder.count_tokens, max_tokens=MAX_TOKENS)
+    return Chunker(embedder, max_tokens=MAX_TOKENS)
 
 
 def story_text(seed: str, sentences: int) -> str:

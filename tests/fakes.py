@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -20,11 +21,14 @@ class FakeEmbedder:
     name = "fake-bow"
     dim = 64
     max_tokens = 128
+    special_tokens = 2
 
     def __init__(self) -> None:
         self.encoded = 0
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], *, token_ids: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+        # The ids a real model would read in place of the texts must come one per text; the bag is of the texts.
+        assert token_ids is None or len(token_ids) == len(texts)
         self.encoded += len(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
@@ -38,8 +42,10 @@ class FakeEmbedder:
                 out[row, 0] = 1.0
         return out
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 2
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """A token per word (split at spaces), numbered by hashing it."""
+        return [[int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little") for word in text.split()]
+                for text in texts]
 
 
 class FakeClock:

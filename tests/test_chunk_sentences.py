@@ -2,6 +2,7 @@ import pytest
 from conftest import SEED, article
 
 from index.chunk import Chunker
+from index.embed import count_tokens
 from index.sentences import dateline_end, sentence_spans, split_sentences
 
 
@@ -23,11 +24,11 @@ def test_sentence_spans_point_at_the_exact_characters():
 def test_chunks_respect_the_token_window_and_overlap(fake_embedder):
     text = " ".join(f"Sentence number {i} tells about event {i} in the capital city today." for i in range(60))
     story = article("A long story", text)
-    chunker = Chunker(fake_embedder.count_tokens, max_tokens=40, overlap_sentences=1)
+    chunker = Chunker(fake_embedder, max_tokens=40, overlap_sentences=1)
     chunks = chunker.run(story)
     assert len(chunks) > 5
     for chunk in chunks:
-        assert fake_embedder.count_tokens(chunk.text) <= 40
+        assert count_tokens(fake_embedder, chunk.text) <= 40
         assert story.text[chunk.start : chunk.end] == chunk.text
     # Each chunk starts with the last sentence of the one before.
     for before, after in zip(chunks, chunks[1:]):
@@ -38,9 +39,9 @@ def test_chunks_respect_the_token_window_and_overlap(fake_embedder):
 
 def test_an_overlong_sentence_is_split_on_words(fake_embedder):
     story = article("No full stops", " ".join(["word"] * 500))
-    chunks = Chunker(fake_embedder.count_tokens, max_tokens=50).run(story)
+    chunks = Chunker(fake_embedder, max_tokens=50).run(story)
     assert len(chunks) >= 10
-    assert all(fake_embedder.count_tokens(c.text) <= 50 for c in chunks)
+    assert all(count_tokens(fake_embedder, c.text) <= 50 for c in chunks)
     assert sum(len(c.text.split()) for c in chunks) >= 500
 
 

@@ -18,10 +18,12 @@ from conftest import SEED, run_newsdesk, shared_data
 
 from bot.config import Config, ConfigError
 from index.chunk import Chunker
+from index.ingest import embed_text, embed_token_ids
 from index.embed import (
     EMBED_BACKENDS, MINILM_SHA256, backend_of, bundled_model_dir, embedding_name, load_embedder, new_index_backend,
 )
 from index.onnx_export import EXPORT_FORMAT, FP32_FILE, INT8_FILE, ExportError, exported_model
+from index.sources.common import build_article
 from index.sources.fetch import Fetcher, FetchLimits
 from index.sources.loader import SourceLoader
 from index.store import StoreError
@@ -45,10 +47,60 @@ def real_chunks(torch_embedder) -> list[str]:
     pages = shared_data("feeds_and_html/html")
     loader = SourceLoader(Fetcher(FetchLimits()))
     articles = [item for item in loader.run([str(SEED), str(pages)]) if hasattr(item, "text")]
-    chunker = Chunker(torch_embedder.count_tokens, max_tokens=240)
+    chunker = Chunker(torch_embedder, max_tokens=240)
     texts = [chunk.text for article in articles for chunk in chunker.run(article)]
     assert len(texts) >= 50, len(texts)
     return texts[:50]
+
+
+@pytest.fixture(scope="module")
+def wire_stories() -> list:
+    """Real BBC and Reuters stories built as ingest builds them, and one whose single sentence is
+    longer than the model's window (the chunker cuts it at words)."""
+    stories = []
+    for corpus in ("bbc/corpus.jsonl", "reuters/corpus.jsonl"):
+        with shared_data(corpus).open(encoding="utf-8") as handle:
+            for _, line in zip(range(60), handle):
+                row = json.loads(line)
+                stories.append(build_article(text=row["text"], source="test", title=row.get("title"), guid=row["id"]))
+    words = " ".join(story.text for story in stories[:3]).replace(".", ",").split()
+    stories.append(build_article(text=" ".join(words[:600]) + ".", source="test", title="One long sentence",
+                                 guid="long"))
+    return stories
+
+
+def test_the_chunkers_tokens_are_the_models_own_for_what_it_embeds(torch_embedder, wire_stories):
+    """Ingest hands the model the chunker's tokens (the title's, then the chunk's sentences'):
+    they must be exactly what the model's tokenizer makes of the text it stands for."""
+    chunker = Chunker(torch_embedder, max_tokens=240)
+    checked = 0
+    for story in wire_stories:
+        title_ids = torch_embedder.tokenize([story.title])[0]
+        chunks = chunker.run(story)
+        texts = [embed_text(story, chunk.text) for chunk in chunks]
+        assert torch_embedder.tokenize(texts) == [embed_token_ids(title_ids, chunk) for chunk in chunks], story.id
+        checked += len(chunks)
+    assert checked > 200 and len(chunker.run(wire_stories[-1])) > 1  # the long sentence was cut
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_encoding_the_chunkers_tokens_gives_the_texts_own_vectors(backend, torch_embedder, offline_cache, wire_stories):
+    embedder = torch_embedder if backend == "torch" else load_embedder(backend="onnx", cache_dir=offline_cache[0])
+    chunker = Chunker(embedder, max_tokens=240)
+    texts, token_ids = [], []
+    for story in wire_stories[::4]:
+        title_ids = embedder.tokenize([story.title])[0]
+        for chunk in chunker.run(story):
+            texts.append(embed_text(story, chunk.text))
+            token_ids.append(embed_token_ids(title_ids, chunk))
+    texts.append("A headline of many words " * 60 + "\nand a chunk")  # past the window: cut as the tokenizer cuts
+    token_ids.append(embedder.tokenize([texts[-1]])[0])
+    assert cosines(embedder.encode(texts, token_ids=token_ids), embedder.encode(texts)).min() > 0.99999
+    if backend == "torch":  # and the library's own encode: the model's inputs are made as it makes them
+        from sentence_transformers import SentenceTransformer
+
+        library = SentenceTransformer(str(bundled_model_dir()), device="cpu").encode(texts, normalize_embeddings=True)
+        assert cosines(embedder.encode(texts, token_ids=token_ids), library).min() > 0.99999
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +144,7 @@ def test_onnx_vectors_match_torch_on_real_chunks(real_chunks, torch_embedder, of
     onnx = load_embedder(backend="onnx", cache_dir=offline_cache[0])
     similarity = cosines(onnx.encode(real_chunks), reference)
     assert similarity.min() >= 0.999, similarity.min()
-    assert [onnx.count_tokens(text) for text in real_chunks] == [torch_embedder.count_tokens(t) for t in real_chunks]
+    assert onnx.tokenize(real_chunks) == torch_embedder.tokenize(real_chunks)
 
 
 def test_int8_vectors_stay_close_to_torch_on_real_chunks(real_chunks, torch_embedder, offline_cache):

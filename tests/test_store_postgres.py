@@ -231,7 +231,7 @@ def test_common_words_are_searched_through_their_champions_with_the_same_ranking
         stories = [article(f"Harbour report {i}", f"The harbour {'harbour ' * (i % 7)}council met. " + story_text(f"ch-{i}", 2),
                            collection="guild:1" if i % 5 == 0 else "shared") for i in range(2 * CHAMPIONS + 150)]
         make_ingestor(full, fake_embedder).run(stories)
-        check_postgres(url, chunker=Chunker(fake_embedder.count_tokens, max_tokens=40), model_name=fake_embedder.name)
+        check_postgres(url, chunker=Chunker(fake_embedder, max_tokens=40), model_name=fake_embedder.name)
         for terms, filters in ((["harbour"], SearchFilters()), (["council"], SearchFilters(collections=("shared",))),
                                (["harbour"], SearchFilters(collections=("guild:1",))), (["harbour", "council"], SearchFilters())):
             exact = full.lexical_search(terms, 20, filters)
@@ -265,7 +265,7 @@ def test_an_upgrade_from_the_first_schema_keeps_the_news_and_fills_the_champion_
 
     assert upgrade_database(url, StoreSettings(), model_name=fake_embedder.name, dim=fake_embedder.dim) == (
         1, SCHEMA_VERSION)
-    check_postgres(url, chunker=Chunker(fake_embedder.count_tokens, max_tokens=40), model_name=fake_embedder.name)
+    check_postgres(url, chunker=Chunker(fake_embedder, max_tokens=40), model_name=fake_embedder.name)
     upgraded = PostgresStore(url, model_name=fake_embedder.name, dim=fake_embedder.dim, exact_postings=0)
     try:  # every search through the champion lists the upgrade filled: the same results
         assert (upgraded.counts(), [upgraded.lexical_search(terms, 10, SearchFilters()) for terms in queries]) == before

@@ -28,7 +28,7 @@ def store(tmp_path, fake_embedder):
 
 def consistent(store: SQLiteStore, embedder) -> dict[str, int]:
     """Asserts that FAISS, the BM25 postings and SQLite agree on disk; returns {article id: chunks}."""
-    return check_index(store.dir, chunker=Chunker(embedder.count_tokens, max_tokens=40), model_name=embedder.name,
+    return check_index(store.dir, chunker=Chunker(embedder, max_tokens=40), model_name=embedder.name,
                        dim=embedder.dim)
 
 
