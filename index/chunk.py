@@ -42,8 +42,8 @@ class Chunker:
         i = 0
         while i < len(pieces):
             j, used = i, 0
-            while j < len(pieces) and (j == i or used + self._cost(pieces[j]) <= self.max_tokens):
-                used += self._cost(pieces[j])
+            while j < len(pieces) and (j == i or used + pieces[j][3] <= self.max_tokens):
+                used += pieces[j][3]
                 j += 1
             start, end = pieces[i][0], pieces[j - 1][1]
             token_ids = tuple(t for piece in pieces[i:j] for t in piece[2])
@@ -54,17 +54,19 @@ class Chunker:
             i = max(i + 1, j - self.overlap_sentences)
         return chunks
 
-    def _cost(self, piece: tuple[int, int, list[int]]) -> int:
-        return len(piece[2]) + self.embedder.special_tokens
+    def _cost(self, ids: list[int]) -> int:
+        """A piece's tokens as the model would read it alone."""
+        return len(ids) + self.embedder.special_tokens
 
-    def _fit(self, text: str, a: int, b: int, ids: list[int]) -> list[tuple[int, int, list[int]]]:
-        tokens = len(ids) + self.embedder.special_tokens
+    def _fit(self, text: str, a: int, b: int, ids: list[int]) -> list[tuple[int, int, list[int], int]]:
+        """The sentence as pieces (start, end, token ids, cost) that each fit the window."""
+        tokens = self._cost(ids)
         if tokens <= self.max_tokens:
-            return [(a, b, ids)]
+            return [(a, b, ids, tokens)]
         # Split an over-long sentence into word windows of roughly equal token cost.
         words = [m.span() for m in _WORD.finditer(text, a, b)]
         per_word = tokens / max(len(words), 1)
         size = max(1, int(self.max_tokens / per_word * 0.9))
         windows = [(words[k][0], words[min(k + size, len(words)) - 1][1]) for k in range(0, len(words), size)]
-        tokens = self.embedder.tokenize([text[s:e] for s, e in windows])
-        return [(s, e, window_ids) for (s, e), window_ids in zip(windows, tokens)]
+        window_tokens = self.embedder.tokenize([text[s:e] for s, e in windows])
+        return [(s, e, ids, self._cost(ids)) for (s, e), ids in zip(windows, window_tokens)]
