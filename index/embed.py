@@ -246,7 +246,8 @@ class ModelInputs:
         self.max_tokens = max_tokens
 
     def ids(self, texts: Sequence[str]) -> list[list[int]]:
-        return [encoding.ids for encoding in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        # The fast call leaves out the character offsets, which nothing here reads (a third of the time).
+        return [encoding.ids for encoding in self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)]
 
     def inputs(self, token_ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         room = self.max_tokens - self.special_tokens
