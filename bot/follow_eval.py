@@ -100,7 +100,7 @@ class FollowEvaluation:
         bar = tqdm(total=len(labelled), desc="eval follow", unit=" articles", file=sys.stderr, disable=not progress)
         for start in range(0, len(labelled), ENCODE_ARTICLES):
             batch = [self._article(row) for row in labelled[start:start + ENCODE_ARTICLES]]
-            chunks = [chunker.run(article) for article in batch]
+            chunks = chunker.run_batch(batch)
             vectors = embedder.encode([embed_text(a, c.text) for a, cs in zip(batch, chunks) for c in cs])
             offset = 0
             for row, (article, article_chunks) in enumerate(zip(batch, chunks), start=start):

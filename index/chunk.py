@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from index.article import Article, Chunk
@@ -33,11 +34,19 @@ class Chunker:
         self.overlap_sentences = overlap_sentences
 
     def run(self, article: Article) -> list[Chunk]:
+        return self.run_batch([article])[0]
+
+    def run_batch(self, articles: Sequence[Article]) -> list[list[Chunk]]:
+        """Each article's chunks, its sentences tokenized with the others' in one call (the
+        tokenizer's cost is mostly per call when articles come one at a time)."""
+        spans = [sentence_spans(article.text) for article in articles]
+        tokens = iter(self.embedder.tokenize([article.text[a:b] for article, own in zip(articles, spans)
+                                              for a, b in own]))
+        return [self._pack(article, [p for (a, b) in own for p in self._fit(article.text, a, b, next(tokens))])
+                for article, own in zip(articles, spans)]
+
+    def _pack(self, article: Article, pieces: list[tuple[int, int, list[int], int]]) -> list[Chunk]:
         text = article.text
-        spans = sentence_spans(text)
-        # One tokenizer call for the article's sentences, not one per sentence.
-        tokens = self.embedder.tokenize([text[a:b] for a, b in spans])
-        pieces = [p for (a, b), ids in zip(spans, tokens) for p in self._fit(text, a, b, ids)]
         chunks: list[Chunk] = []
         i = 0
         while i < len(pieces):

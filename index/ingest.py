@@ -22,6 +22,7 @@ from index.store import Announcement, DuplicateLookup, NewsStore, StoreWriter, e
 log = logging.getLogger(__name__)
 
 MAX_BATCH_ITEMS = 1000  # articles prepared before a write, new or not
+CHUNK_GROUP = 64  # new articles chunked together: their sentences go to the tokenizer in one call
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,14 @@ class _Fold:
 
 
 @dataclass(frozen=True)
+class _Unchunked:
+    """An article to store, fingerprinted; it is chunked with the next group of new articles."""
+
+    article: Article
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True)
 class _New:
     """An article to store, chunked and fingerprinted; its vectors are found or computed per batch."""
 
@@ -103,18 +112,19 @@ class _Batch(DuplicateLookup):
     """The articles of the batch being prepared, so a copy of one of them is folded before it is embedded."""
 
     def __init__(self) -> None:
-        self.items: list[_Fold | _New] = []
+        self.items: list[_Fold | _Unchunked | _New] = []
         self.chunks = 0
         self.new = 0
+        self.unchunked: list[int] = []  # where the new articles not chunked yet are in `items`
         self._by_id: set[str] = set()
         self._by_hash: dict[str, str] = {}
-        self._by_band: dict[int, list[_New]] = {}
+        self._by_band: dict[int, list[_Unchunked]] = {}
 
-    def add(self, item: _Fold | _New) -> None:
+    def add(self, item: _Fold | _Unchunked) -> None:
         self.items.append(item)
-        if isinstance(item, _New):
+        if isinstance(item, _Unchunked):
             self.new += 1
-            self.chunks += len(item.chunks)
+            self.unchunked.append(len(self.items) - 1)
             self._by_id.add(item.article.id)
             self._by_hash.setdefault(item.article.content_hash, item.article.id)
             for band in item.fingerprint.bands:
@@ -130,6 +140,13 @@ class _Batch(DuplicateLookup):
         sharing = {id(item): item for band in fingerprint.bands for item in self._by_band.get(band, ())}
         return fingerprint.best_match(((item.article.id, item.fingerprint.signature) for item in sharing.values()),
                                       threshold)
+
+    def chunked(self, items: Sequence[_New]) -> None:
+        """The unchunked articles, in order, now chunked."""
+        for at, item in zip(self.unchunked, items, strict=True):
+            self.items[at] = item
+            self.chunks += len(item.chunks)
+        self.unchunked = []
 
 
 class Ingestor:
@@ -182,6 +199,8 @@ class Ingestor:
                         report.failed.append(item)
                     else:
                         batch.add(self._prepare(item.with_collection(collection) if collection else item, batch))
+                        if len(batch.unchunked) >= CHUNK_GROUP:
+                            self._chunk(batch)
                     # Re-read items (a poll's) add no chunks, but their folds are writes too.
                     if batch.chunks >= self.batch_chunks or len(batch.items) >= MAX_BATCH_ITEMS:
                         self._write(writer, batch, report, announce, backlog)
@@ -240,15 +259,21 @@ class Ingestor:
                 return _Fold(article, near, "near-duplicate"), fingerprint
         return None, fingerprint
 
-    def _prepare(self, article: Article, batch: _Batch) -> _Fold | _New:
+    def _prepare(self, article: Article, batch: _Batch) -> _Fold | _Unchunked:
         fold, fingerprint = self._duplicate((self.store, batch), article, None)
-        if fold is not None:
-            return fold
-        chunks = self.chunker.run(article)  # never empty: an Article's text is not blank
-        texts = [embed_text(article, c.text) for c in chunks]
-        title_ids = self.embedder.tokenize([article.title])[0]
-        return _New(article, chunks, fingerprint, [embed_key(self.store.model_name, t) for t in texts], texts,
-                    [embed_token_ids(title_ids, c) for c in chunks])
+        return fold or _Unchunked(article, fingerprint)
+
+    def _chunk(self, batch: _Batch) -> None:
+        waiting = [batch.items[at] for at in batch.unchunked]
+        articles = [item.article for item in waiting]
+        chunked = self.chunker.run_batch(articles)  # never empty: an Article's text is not blank
+        titles = self.embedder.tokenize([article.title for article in articles])
+        new = []
+        for item, chunks, title_ids in zip(waiting, chunked, titles):
+            texts = [embed_text(item.article, c.text) for c in chunks]
+            new.append(_New(item.article, chunks, item.fingerprint, [embed_key(self.store.model_name, t) for t in texts],
+                            texts, [embed_token_ids(title_ids, c) for c in chunks]))
+        batch.chunked(new)
 
     def _vectors(self, batch: _Batch, report: IngestReport) -> dict[str, np.ndarray]:
         """Every new chunk's vector: from the cache where the same text was embedded before, else from the model."""
@@ -268,6 +293,8 @@ class Ingestor:
                backlog: bool) -> None:
         if not batch.items:
             return
+        if batch.unchunked:
+            self._chunk(batch)
         vectors = self._vectors(batch, report)
         added: list[tuple[_New, np.ndarray]] = []
         folded: list[_Fold] = []

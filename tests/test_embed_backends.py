@@ -81,6 +81,10 @@ def test_the_chunkers_tokens_are_the_models_own_for_what_it_embeds(torch_embedde
         assert torch_embedder.tokenize(texts) == [embed_token_ids(title_ids, chunk) for chunk in chunks], story.id
         checked += len(chunks)
     assert checked > 200 and len(chunker.run(wire_stories[-1])) > 1  # the long sentence was cut
+    # Ingest chunks a group of articles with one tokenizer call: the same chunks, the same tokens.
+    batched = chunker.run_batch(wire_stories)
+    assert [[(c.text, c.token_ids) for c in chunks] for chunks in batched] == \
+        [[(c.text, c.token_ids) for c in chunker.run(story)] for story in wire_stories]
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
