@@ -192,16 +192,18 @@ def _enter(db: sqlite3.Connection, chunks: Iterable[tuple[int, str, str]]) -> np
         documents.update(counts.keys())
         words += length
     ids = _term_ids(db, documents)
-    postings = np.zeros(sum(len(counts) for _, counts, _ in per_chunk), dtype=_WITH_TERM)
-    forward, at = [], 0
-    for chunk_id, counts, length in per_chunk:
-        mine = postings[at:at + len(counts)]
-        at += len(counts)
-        mine["term"] = [ids[term] for term in counts]
-        mine["tf"] = list(counts.values())
-        mine["chunk"], mine["length"] = chunk_id, length
-        mine.sort(order="term")
-        forward.append((chunk_id, length, mine["term"].astype(np.uint32).tobytes(), mine["tf"].tobytes()))
+    sizes = [len(counts) for _, counts, _ in per_chunk]
+    postings = np.zeros(sum(sizes), dtype=_WITH_TERM)
+    postings["term"] = [ids[term] for _, counts, _ in per_chunk for term in counts]
+    postings["tf"] = [n for _, counts, _ in per_chunk for n in counts.values()]
+    postings["chunk"] = np.repeat([chunk_id for chunk_id, _, _ in per_chunk], sizes)
+    postings["length"] = np.repeat([length for _, _, length in per_chunk], sizes)
+    # Chunk by chunk as given, each chunk's terms ascending (its term list), in one sort.
+    postings = postings[np.lexsort((postings["term"], np.repeat(np.arange(len(sizes)), sizes)))]
+    ends = np.cumsum(sizes).tolist()
+    terms, tfs = postings["term"].astype(np.uint32), postings["tf"]
+    forward = [(chunk_id, length, terms[end - size:end].tobytes(), tfs[end - size:end].tobytes())
+               for (chunk_id, _, length), size, end in zip(per_chunk, sizes, ends)]
     postings["impact"] = impacts(postings["tf"], postings["length"])
     db.executemany("INSERT INTO lexicon_chunks VALUES (?, ?, ?, ?)", forward)
     _save_totals(db, totals["chunks"] + len(per_chunk), totals["words"] + words)
