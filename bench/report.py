@@ -315,7 +315,8 @@ def markdown(summary: dict, results_dir: Path) -> str:
             f"| longest event-loop stall (5 ms tick) | {_fmt(loop['max_stall_ms'])} ms "
             f"({_fmt(loop['max_stall_during_questions_ms'])} ms while the questions were in flight; an idle "
             f"process ticking beside it: {_fmt(loop.get('idle_process_same_tick', {}).get('max_lateness_ms'))} ms) |",
-            f"| peak resident memory | {_fmt(r['memory']['peak_rss_mb'])} MB (at start {_fmt(r['memory']['rss_start_mb'])} MB) |",
+            f"| peak resident memory | {_fmt(r['memory']['peak_rss_mb'])} MB (at start {_fmt(r['memory']['rss_start_mb'])} MB: "
+            "the bench's process, with what the sections before this one left in it) |",
             f"| errors logged | {r['error_log_records']} |",
             "",
         ]
@@ -593,8 +594,8 @@ def _findings(s: dict) -> list[str]:
     if ingest:
         out.append(
             f"Ingest is model-bound: the model's calls take {ingest['encode_share_of_ingest'] * 100:.0f}% of it. The "
-            f"rest ({ingest['overhead_seconds_per_1k_chunks']:.2f} s per 1,000 chunks) runs before the model, not "
-            "beside it; overlapping it with the model's work, or making it cheaper, is what would close the gap.")
+            f"rest ({ingest['overhead_seconds_per_1k_chunks']:.2f} s per 1,000 chunks: reading, de-duplicating, chunking, "
+            "tokenizing, writing) runs before the model, not beside it: on two cores the model's threads use both.")
     vectors, ask = s.get("vector_search"), s.get("ask_latency")
     if ask and ask.get("faiss_all_cores"):
         every = ask["faiss_all_cores"]

@@ -37,8 +37,8 @@ class Chunker:
         return self.run_batch([article])[0]
 
     def run_batch(self, articles: Sequence[Article]) -> list[list[Chunk]]:
-        """Each article's chunks, its sentences tokenized with the others' in one call (the
-        tokenizer's cost is mostly per call when articles come one at a time)."""
+        """Each article's chunks, its sentences tokenized with the others' in one call (inside
+        ingest, a call per article cost twice as much: the tokenizer's threads and caches go cold)."""
         spans = [sentence_spans(article.text) for article in articles]
         tokens = iter(self.embedder.tokenize([article.text[a:b] for article, own in zip(articles, spans)
                                               for a, b in own]))

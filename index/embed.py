@@ -77,7 +77,7 @@ def new_index_backend(cpu_flags: frozenset[str] | None = None) -> str:
     """What "auto" gives a new index: the fastest backend here that keeps torch's quality.
 
     All keep it (newsqa dev hit@5 .852 for torch, bf16 and int8; onnx float32 gives torch's vectors).
-    On a CPU with AMX (Intel Xeon, 4th generation on) bfloat16 ingests 2.4x as fast as torch;
+    On a CPU with AMX (Intel Xeon, 4th generation on) bfloat16 ingests 2.2-2.4x as fast as torch;
     elsewhere int8 ONNX is the fastest (2.1x torch on an AMD EPYC), and it embeds a question in a
     fifth of torch's time with a quarter of its memory (bench/REPORT.md, "Embedding backends")."""
     flags = _cpu_flags() if cpu_flags is None else cpu_flags
