@@ -141,7 +141,7 @@ class _Batch(DuplicateLookup):
         return fingerprint.best_match(((item.article.id, item.fingerprint.signature) for item in sharing.values()),
                                       threshold)
 
-    def chunked(self, items: Sequence[_New]) -> None:
+    def replace_unchunked(self, items: Sequence[_New]) -> None:
         """The unchunked articles, in order, now chunked."""
         for at, item in zip(self.unchunked, items, strict=True):
             self.items[at] = item
@@ -199,7 +199,8 @@ class Ingestor:
                         report.failed.append(item)
                     else:
                         batch.add(self._prepare(item.with_collection(collection) if collection else item, batch))
-                        if len(batch.unchunked) >= CHUNK_GROUP:
+                        # A new article has a chunk at least: chunk the group early once the batch may be full.
+                        if len(batch.unchunked) >= CHUNK_GROUP or batch.chunks + len(batch.unchunked) >= self.batch_chunks:
                             self._chunk(batch)
                     # Re-read items (a poll's) add no chunks, but their folds are writes too.
                     if batch.chunks >= self.batch_chunks or len(batch.items) >= MAX_BATCH_ITEMS:
@@ -273,7 +274,7 @@ class Ingestor:
             texts = [embed_text(item.article, c.text) for c in chunks]
             new.append(_New(item.article, chunks, item.fingerprint, [embed_key(self.store.model_name, t) for t in texts],
                             texts, [embed_token_ids(title_ids, c) for c in chunks]))
-        batch.chunked(new)
+        batch.replace_unchunked(new)
 
     def _vectors(self, batch: _Batch, report: IngestReport) -> dict[str, np.ndarray]:
         """Every new chunk's vector: from the cache where the same text was embedded before, else from the model."""

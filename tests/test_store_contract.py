@@ -48,6 +48,22 @@ def test_ingesting_twice_changes_nothing_and_embeds_nothing(new_store, fake_embe
     assert fake_embedder.encoded == encoded
 
 
+def test_an_interrupted_ingest_keeps_every_batch_it_committed(new_store, fake_embedder):
+    """A batch commits once it holds `batch_chunks`; Ctrl-C drops only the batch in hand."""
+    stories = [article(f"Story {n}", " ".join(f"topic{n} item{k} remark{n * k}" for k in range(12)) + ".")
+               for n in range(12)]
+
+    def read_then_interrupted():
+        yield from stories[:10]
+        raise KeyboardInterrupt
+
+    store = new_store(fake_embedder)
+    report = make_ingestor(store, fake_embedder, batch_chunks=1).run(read_then_interrupted())
+    assert report.interrupted
+    assert report.added == [story.id for story in stories[:10]]  # each its own batch, committed as read
+    assert [store.article(story.id) is not None for story in stories] == [True] * 10 + [False] * 2
+
+
 def test_syndicated_copies_are_stored_once_with_the_other_outlets(new_store, fake_embedder):
     store = new_store(fake_embedder)
     original = article("Floods force thousands from homes", WIRE, outlet="Wire Service", url="https://wire.example/floods")
