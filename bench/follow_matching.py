@@ -148,7 +148,8 @@ def _ingest_once(config: Config, embedder: Embedder, corpus_slice: Path, topics:
         service = NewsService(_config(config, Path(folder) / "index"), embedder=embedder)
         try:
             _add_follows(service.store, topics, vectors, limit=max(len(topics), 1))
-            matcher = TimedMatcher(FollowMatcher(service.store.follows, threshold=threshold, delay=delay))
+            matcher = TimedMatcher(FollowMatcher(service.store.follows, threshold=threshold, encode=embedder.encode,
+                                                 delay=delay))
             service.ingestor.matcher = matcher
             outbox = service.store.outbox
             queue, queued = outbox.add, [0.0]
@@ -282,7 +283,7 @@ def run(config: Config, embedder: Embedder, corpus: Path, *, articles: int = 300
             for count in counts:
                 _add_follows(service.store, topics[:count], vectors[:count], start=held, limit=most)
                 held = count
-                matcher = FollowMatcher(registry, threshold=threshold, delay=delay)
+                matcher = FollowMatcher(registry, threshold=threshold, encode=embedder.encode, delay=delay)
                 point = {"follows": count, **_match_alone(matcher, registry, added, batches, rounds=rounds)}
                 point["single_share_of_ingest"] = round(point["single"]["mean_ms"] / without["ms_per_article"], 5)
                 point["batch_share_of_ingest"] = round(point["batch_ms_per_article"] / without["ms_per_article"], 5)

@@ -209,9 +209,10 @@ class FollowsSettings:
     """Topic follows (/follow): how many a server may have, and how often a channel hears of them."""
 
     max_per_server: int = 50
-    # How close an article must be to a normal follow's topic (strict: +0.06, broad: -0.32). Chosen
-    # for the bundled all-MiniLM-L6-v2 on labelled news (README, "Following topics"): another
-    # [index] model wants `newsdesk eval follow` and a threshold of its own.
+    # How close an article must be to a normal follow's topic (strict: +0.06; broad: -0.42, on the
+    # scale of a section's margin over the other sections). Chosen for the bundled all-MiniLM-L6-v2
+    # on labelled news (README, "Following topics"): another [index] model wants `newsdesk eval
+    # follow` and a threshold of its own.
     match_threshold: float = 0.54
     # Past this, a channel's matches wait and are posted together later ("5 more stories on Iran").
     max_posts_per_hour: int = 6

@@ -107,6 +107,7 @@ class NewsService:
             ),
             near_duplicate_threshold=idx.near_duplicate_threshold,
             matcher=FollowMatcher(self.store.follows, threshold=config.follows.match_threshold,
+                                  encode=self.embedder.encode,
                                   delay=timedelta(minutes=config.follows.delivery_window_minutes),
                                   max_age=timedelta(hours=config.follows.max_age_hours)),
         )
