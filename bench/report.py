@@ -517,7 +517,8 @@ def _follow_matching(r: dict) -> list[str]:
         f"headlines further on in the corpus ({topics['mean_words']} words on average; {topics['with_phrase']} with a "
         f"\"quoted phrase\", {topics['with_exclusion']} with a -word), encoded by `{r['model']}`, in a SQLite store "
         "(the matcher reads it at most every 10 s; the registry read is shown on its own). One article per call "
-        "is a poll that brings one story; the batch is "
+        "is a poll that brings one story (broad: the same topics followed at the broad level, weighed against the "
+        "news sections too); the batch is "
         f"how ingest calls the matcher (batches of {', '.join(str(b) for b in r['ingest_batches'])} articles). "
         "Share: of the ingest time per article without follows.",
         "",
@@ -527,7 +528,7 @@ def _follow_matching(r: dict) -> list[str]:
     ]
     for p in r["points"]:
         lines.append(
-            f"| {p['follows']:,} | {_fmt(p['single']['p50_ms'], 2)} / {_fmt(p['single']['mean_ms'], 2)} ms | "
+            f"| {p['follows']:,}{' broad' if p.get('level') == 'broad' else ''} | {_fmt(p['single']['p50_ms'], 2)} / {_fmt(p['single']['mean_ms'], 2)} ms | "
             f"{p['single_share_of_ingest'] * 100:.2f}% | {_fmt(p['batch_ms_per_article'], 3)} ms | "
             f"{p['batch_share_of_ingest'] * 100:.2f}% | {_fmt(p['registry_read_ms'], 2)} ms | "
             f"{p['matches']:,} ({p['articles_matched']}) |")

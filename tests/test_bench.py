@@ -178,7 +178,8 @@ def test_follow_matching_times_the_matcher_and_the_ingest_with_and_without_follo
     assert topics["count"] == 30 and topics["with_phrase"] > 0 and topics["with_exclusion"] > 0
     assert len(set(topics["examples"])) == len(topics["examples"]) > 0
 
-    assert [p["follows"] for p in r["points"]] == [3, 30]
+    # Three and thirty follows at normal, then the thirty all at broad.
+    assert [(p["follows"], p["level"]) for p in r["points"]] == [(3, "normal"), (30, "normal"), (30, "broad")]
     for point in r["points"]:
         single = point["single"]
         assert single["n"] == r["articles"] and 0 < single["p50_ms"] <= single["max_ms"]
