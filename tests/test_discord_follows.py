@@ -261,6 +261,24 @@ def callback_choices(emulator, interaction) -> list[dict]:
     return callback(emulator, interaction).body["data"]["choices"]
 
 
+def test_a_follow_without_a_level_is_broad_when_its_topic_reads_as_a_section(emulator, follow_config, indexed):
+    """The fake embedder's cosines are of words: a topic worded as one of the news sections reads as it."""
+    sent = {}
+
+    async def scenario(bot):
+        for name, options in (("section", {"topic": "weather and natural disasters"}), ("story", {"topic": TOPIC}),
+                              ("asked", {"topic": "energy and power", "level": "normal"})):
+            sent[name] = await emulator.interaction("follow", options, **admin(emulator))
+            await emulator.wait_for("POST", f"/webhooks/{emulator.application_id}/{sent[name]['token']}")
+
+    with_bot(emulator, follow_config, indexed, scenario)
+    said = {name: followups(emulator, sent[name])[0].body["content"] for name in sent}
+    assert "(broad: it reads as a whole section of the news)" in said["section"]
+    assert f"*{TOPIC}* (normal)" in said["story"] and "*energy and power* (normal)" in said["asked"]
+    levels = {f.topic: f.level for f in indexed.store.follows.follows(guild_id=emulator.guild_ids[0])}
+    assert levels == {"weather and natural disasters": "broad", TOPIC: "normal", "energy and power": "normal"}
+
+
 def test_a_follow_since_a_time_posts_the_matching_stories_already_indexed(emulator, follow_config, indexed):
     general = emulator.channel("general")
     sent = {}

@@ -257,6 +257,24 @@ def test_with_the_bundled_model_a_broad_follow_takes_its_section_and_leaves_a_st
     assert "bbc-business-248" not in matched
 
 
+def test_with_the_bundled_model_a_section_named_without_a_level_is_followed_at_broad(tmp_path):
+    from bot.config import Config
+    from bot.service import NewsService
+
+    config = Config(base_dir=tmp_path)
+    config.index.dir = str(tmp_path / "data")
+    service = NewsService(config)
+    try:
+        levels = {text: service.follow(Topic.parse(text), guild_id=1, channel_id=10)[0].level
+                  for text in ("technology", "politics", "Iran nuclear talks", "crude oil prices and production")}
+        asked, _ = service.follow(Topic.parse("sport"), guild_id=1, channel_id=10, level="normal")
+    finally:
+        service.store.close()
+    assert levels == {"technology": "broad", "politics": "broad", "Iran nuclear talks": "normal",
+                      "crude oil prices and production": "normal"}
+    assert asked.level == "normal"  # an admin's own choice stands
+
+
 def test_a_story_of_short_sentences_is_still_quoted_and_cited():
     from bot.summarize import ArticleSummarizer
     from index.article import ArticleMeta

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # Discord allows 6,000 characters in an option: a longer topic than MAX_TOPIC_CHARS gets our own message.
 TopicText = app_commands.Range[str, 1, 6000]
 LEVELS = [app_commands.Choice(name=f"{level}: {about}", value=level) for level, about in zip(
-    FOLLOW_LEVELS, ("only close matches", "a story or a subject (the default)",
+    FOLLOW_LEVELS, ("only close matches", "a story or a subject",
                     "a whole section: politics, sport, technology…"))]
 # What a story's message needs in its channel: to see it, to post there, and to show the embed.
 NEEDED = discord.Permissions(view_channel=True, send_messages=True, embed_links=True)
@@ -61,13 +61,14 @@ class FollowCommands(commands.Cog):
     @app_commands.command(name="follow", description="Post new stories on a topic in a channel (admins only).")
     @app_commands.describe(
         topic='What to follow, e.g. Iran nuclear talks; "quoted words" must appear, -word must not',
-        channel="Where to post them (default: here)", level="How close a story must be (default: normal)",
+        channel="Where to post them (default: here)",
+        level="How close a story must be (default: broad for a section such as sport, else normal)",
         since="Also post matching stories already indexed since then, e.g. 24h, 3d, monday",
     )
     @app_commands.choices(level=LEVELS)
     @app_commands.guild_only()
     async def follow(self, interaction: discord.Interaction, *, topic: TopicText,
-                     channel: discord.TextChannel | None = None, level: str = "normal",
+                     channel: discord.TextChannel | None = None, level: str | None = None,
                      since: app_commands.Range[str, 1, 40] | None = None) -> None:
         """The options are checked before deferring, so a mistake gets its answer at once."""
         parsed = topic_from(topic)
@@ -84,7 +85,10 @@ class FollowCommands(commands.Cog):
             )
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        text = (f"Following *{safe_text(clip(follow.topic, 200))}* ({follow.level}): new stories on it will be "
+        how = follow.level
+        if level is None and how == "broad":
+            how += ": it reads as a whole section of the news"
+        text = (f"Following *{safe_text(clip(follow.topic, 200))}* ({how}): new stories on it will be "
                 f"posted in {target.mention}, at most {self.bot.config.follows.max_posts_per_hour} an hour.")
         if start is not None:
             text += f" {backfilled} already indexed since {safe_text(since.strip())} matched: they come first."
