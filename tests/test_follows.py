@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,6 +178,19 @@ def test_the_follow_eval_replays_labelled_news_against_the_keyword_baseline(tmp_
         assert [row["threshold"] for row in curve] == sorted(row["threshold"] for row in curve)
     assert set(result["levels"]) == {"strict", "normal", "broad"}
     assert "crude" in follow_lines(result) and "broad" in follow_lines(result)
+
+
+@pytest.mark.parametrize("topics_file, corpus", [
+    ("follow_topics_reuters.jsonl", "reuters/corpus.jsonl"), ("follow_topics_bbc.jsonl", "bbc/corpus.jsonl"),
+    ("follow_topics_bbc_words.jsonl", "bbc/corpus.jsonl")])
+def test_the_kept_topic_files_name_labels_of_their_corpus(topics_file, corpus):
+    from conftest import shared_data
+
+    from bot.follow_eval import labels_of, read_topics
+
+    topics = read_topics(Path(__file__).parent.parent / "bench" / "data" / topics_file)
+    labels = set().union(*(labels_of(json.loads(line)) for line in shared_data(corpus).open(encoding="utf-8")))
+    assert {t["label"] for t in topics} <= labels and all(t["keywords"] for t in topics)
 
 
 def test_with_the_bundled_model_a_follow_matches_its_topic_and_not_its_neighbours(tmp_path):
