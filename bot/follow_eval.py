@@ -94,9 +94,9 @@ class FollowEvaluation:
         chunker = Chunker(embedder, max_tokens=min(idx.chunk_tokens, embedder.max_tokens - 32),
                           overlap_sentences=idx.chunk_overlap_sentences)
         parsed = [Topic.parse(t["query"]) for t in topics]
-        vectors = embedder.encode([t.meaning for t in parsed])
-        scorer = FollowScorer(parsed, vectors)
-        as_sections = FollowScorer(parsed, vectors, broad=[True] * len(parsed),
+        topic_vectors = embedder.encode([t.meaning for t in parsed])
+        scorer = FollowScorer(parsed, topic_vectors)
+        as_sections = FollowScorer(parsed, topic_vectors, broad=[True] * len(parsed),
                                    sections=embedder.encode(list(NEWS_SECTIONS)))
         names = [t["label"] for t in topics]
         truth = np.array([[name in labels_of(row) for name in names] for row in labelled])

@@ -53,13 +53,7 @@ NEWS_SECTIONS = (
     "diplomacy and international relations", "environment and climate",
 )
 SECTION_KINSHIP = 0.5
-# A follow given without a level is broad when its topic reads as a section of the news: its
-# cosine to one of NEWS_SECTIONS reaches this. One word or two ("technology", "politics") reach
-# 0.65-0.85 with the bundled model, and at `normal` they would get next to nothing (BBC: recall
-# .004, against .593 at broad); the subjects and stories tried stay below ("Ukraine war" .63, "US
-# presidential election" .61, "Iran nuclear talks" .41), but "UK housing market" (.65) reads as
-# the property section.
-SECTION_READING = 0.65
+_SECTION_WORDS = tuple((name, frozenset(content_stems(name))) for name in NEWS_SECTIONS)
 
 
 def thresholds(normal: float) -> dict[str, float]:
@@ -120,6 +114,16 @@ class Topic:
     def stems(self) -> frozenset[str]:
         return frozenset(content_stems(self.meaning))
 
+    @property
+    def section(self) -> str | None:
+        """The news section (NEWS_SECTIONS) that the topic names, if any: one whose name holds every
+        word of the topic ("technology", "film and music"). Followed at `normal`, such a topic would
+        get next to nothing (BBC's categories by their one-word names: macro recall .004, against
+        .593 at broad). Words, not cosines, decide: a cosine cut-off fell between "entertainment"
+        and "Ukraine war" (.65 and .63), on one side or the other as the embedding backend went."""
+        stems = self.stems
+        return next((name for name, words in _SECTION_WORDS if stems and stems <= words), None)
+
     def allows(self, haystack: str) -> bool:
         """Whether an article's lower-cased text has every required phrase and no excluded one."""
         return all(contains_words(haystack, p) for p in self.required) and not any(contains_words(haystack, e) for e in self.excluded)
@@ -150,17 +154,21 @@ class FollowScorer:
                  sections: np.ndarray | None = None) -> None:
         if len(topics) != len(vectors):
             raise ValueError("one vector per topic")
-        if broad and len(broad) != len(topics):
+        if len(broad) and len(broad) != len(topics):
             raise ValueError("one broad flag per topic")
         self.topics = list(topics)
         self.vectors = np.asarray(vectors, dtype=np.float32).reshape(len(topics), -1) if topics else np.zeros((0, 1))
-        self.broad = np.array(broad, dtype=bool) if broad else np.zeros(len(topics), dtype=bool)
-        if self.broad.any() and sections is None:
+        self.broad = np.array(broad, dtype=bool) if len(broad) else np.zeros(len(topics), dtype=bool)
+        if self.broad.any() and (sections is None or not len(sections)):
             raise ValueError("a broad topic is scored against the news sections: give their vectors")
         self.sections = np.asarray(sections, dtype=np.float32) if sections is not None else np.zeros((0, 1))
-        # Each broad topic's rivals: the sections not akin to it.
-        self._rivals = (self.broad[:, None] & (self.vectors @ self.sections.T < SECTION_KINSHIP)
-                        if self.broad.any() else np.zeros((len(topics), 0), dtype=bool))
+        self._rivals = np.zeros((len(topics), len(self.sections)), dtype=bool)
+        if self.broad.any():
+            # Each broad topic's rivals: the sections not akin to it; one akin to them all (a model
+            # whose cosines run high) is weighed against the nearest of them all.
+            rivals = self.vectors @ self.sections.T < SECTION_KINSHIP
+            rivals[~rivals.any(axis=1)] = True
+            self._rivals = self.broad[:, None] & rivals
         self._stems = [topic.stems for topic in self.topics]
 
     def run(self, article: Article, chunk_vectors: np.ndarray, among: Sequence[int] | None = None, *,
@@ -178,7 +186,6 @@ class FollowScorer:
         if broad.any():
             section_means = (self.sections @ chunk_vectors.T).mean(axis=1)
             rival = np.where(self._rivals[among][broad], section_means[None, :], -np.inf).max(axis=1)
-            rival[np.isinf(rival)] = 0.0  # every section is akin to the topic: none to beat
             meaning[broad] += meaning[broad] - rival
         haystack = f"{article.title}\n{article.text}".lower()
         words = content_stems(haystack)
@@ -256,15 +263,9 @@ class FollowMatcher:
         broad = [f.level == "broad" for f in follows]
         return _Follows(follows, self.thresholds, broad, self._section_vectors if any(broad) else None)
 
-    def section_for(self, vector: np.ndarray) -> str | None:
-        """The section of the news (NEWS_SECTIONS) that a topic's vector reads as, if any."""
-        cosines = self._section_vectors @ np.asarray(vector, dtype=np.float32)
-        best = int(np.argmax(cosines))
-        return NEWS_SECTIONS[best] if cosines[best] >= SECTION_READING else None
-
     @functools.cached_property
     def _section_vectors(self) -> np.ndarray:
-        """NEWS_SECTIONS' vectors, made once, when first needed."""
+        """NEWS_SECTIONS' vectors, made once, when a broad follow first needs them."""
         return self.encode(list(NEWS_SECTIONS))
 
 

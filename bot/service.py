@@ -276,14 +276,14 @@ class NewsService:
                format: str = "summary") -> tuple[Follow, int]:
         """A new follow of the server (of one feed's items, with `feed_url`), its topic's meaning
         embedded once; ValueError when the registry refuses it. Without a `level`, a topic that
-        reads as a section of the news ("technology") is followed at broad, any other at normal.
+        names a section of the news ("technology") is followed at broad, any other at normal.
         With `since`, the server's articles stored since then are matched too (the newest
         BACKFILL_ARTICLES at most); returns the follow and how many of those matched."""
         if (level is not None and level not in FOLLOW_LEVELS) or format not in FOLLOW_FORMATS:
             raise ValueError(f"level: one of {', '.join(FOLLOW_LEVELS)}; format: one of {', '.join(FOLLOW_FORMATS)}")
         vector = self.embedder.encode([topic.meaning])[0] if topic.meaning else np.zeros(self.embedder.dim, np.float32)
         if level is None:
-            level = "broad" if topic.meaning and self.ingestor.matcher.section_for(vector) else "normal"
+            level = "broad" if topic.section else "normal"
         follow = self.store.follows.add(guild_id=guild_id, channel_id=channel_id, topic=topic.text, vector=vector,
                                         level=level, created_by=created_by, limit=limit, feed_url=feed_url,
                                         format=format)

@@ -202,7 +202,7 @@ def test_follow_matching_times_the_matcher_and_the_ingest_with_and_without_follo
                                                                 abs=0.002)
 
     [target] = [t for t in summary["targets"] if t["name"].startswith("follow matching")]
-    assert target["name"] == "follow matching at 30 follows: share of ingest time"
+    assert target["name"] == "follow matching at 30 normal follows, with queueing: share of ingest time"
     assert target["value"] == r["follows_share_of_ingest"] and target["met"] is (target["value"] < 0.10)
     if plot:
         assert "## Topic follows at ingest" in (results.parent / "REPORT.md").read_text()

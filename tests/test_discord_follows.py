@@ -261,8 +261,8 @@ def callback_choices(emulator, interaction) -> list[dict]:
     return callback(emulator, interaction).body["data"]["choices"]
 
 
-def test_a_follow_without_a_level_is_broad_when_its_topic_reads_as_a_section(emulator, follow_config, indexed):
-    """The fake embedder's cosines are of words: a topic worded as one of the news sections reads as it."""
+def test_a_follow_without_a_level_is_broad_when_its_topic_names_a_section(emulator, follow_config, indexed):
+    general = emulator.channel("general")
     sent = {}
 
     async def scenario(bot):
@@ -270,13 +270,23 @@ def test_a_follow_without_a_level_is_broad_when_its_topic_reads_as_a_section(emu
                               ("asked", {"topic": "energy and power", "level": "normal"})):
             sent[name] = await emulator.interaction("follow", options, **admin(emulator))
             await emulator.wait_for("POST", f"/webhooks/{emulator.application_id}/{sent[name]['token']}")
+        async with FeedServer([FLOOD]) as url:  # a feed's filter is read the same way
+            sent["feed"] = await emulator.interaction("feeds", {"url": url, "channel": emulator.channels[general],
+                                                                "filter": "weather"}, subcommand="add", **admin(emulator))
+            await emulator.wait_for("POST", f"/webhooks/{emulator.application_id}/{sent['feed']['token']}")
+            for _ in range(1000):  # its first poll (the backlog) runs in the background
+                if all(f.last_polled for f in bot.feeds.feeds(collections=[f"guild:{emulator.guild_ids[0]}"])):
+                    break
+                await asyncio.sleep(0.01)
 
     with_bot(emulator, follow_config, indexed, scenario)
     said = {name: followups(emulator, sent[name])[0].body["content"] for name in sent}
-    assert "(broad: it reads as a whole section of the news)" in said["section"]
+    assert "(broad: it names a whole section of the news)" in said["section"]
     assert f"*{TOPIC}* (normal)" in said["story"] and "*energy and power* (normal)" in said["asked"]
+    assert "items on *weather* (broad: it names a whole section of the news)" in said["feed"]
     levels = {f.topic: f.level for f in indexed.store.follows.follows(guild_id=emulator.guild_ids[0])}
-    assert levels == {"weather and natural disasters": "broad", TOPIC: "normal", "energy and power": "normal"}
+    assert levels == {"weather and natural disasters": "broad", TOPIC: "normal", "energy and power": "normal",
+                      "weather": "broad"}
 
 
 def test_a_follow_since_a_time_posts_the_matching_stories_already_indexed(emulator, follow_config, indexed):

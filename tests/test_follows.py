@@ -12,7 +12,7 @@ import pytest
 
 from bot.follow_delivery import CatchUp, Story, plan_channel
 from bot.follow_eval import FollowEvaluation, follow_lines, scores
-from bot.follows import MAX_TOPIC_CHARS, FollowMatcher, FollowScorer, Topic, thresholds
+from bot.follows import MAX_TOPIC_CHARS, NEWS_SECTIONS, FollowMatcher, FollowScorer, Topic, thresholds
 from bot.render import render_catch_up
 from index.store import Announcement, Follow
 
@@ -34,6 +34,44 @@ def test_a_topic_reads_free_words_quoted_phrases_and_exclusions():
 
 def test_levels_step_from_the_normal_threshold():
     assert thresholds(0.5) == {"strict": 0.56, "normal": 0.5, "broad": 0.08}
+
+
+def test_a_topic_names_a_section_when_every_word_of_it_is_in_the_section_s_name():
+    named = {text: Topic.parse(text).section for text in (
+        "technology", "Politics", "sports -football", "film and music", "UK politics", "Ukraine war",
+        "Iran nuclear talks", "tech")}
+    assert named == {"technology": "technology and the internet", "Politics": "politics and government",
+                     "sports -football": "sport and athletes", "film and music": "film, music and entertainment",
+                     "UK politics": None, "Ukraine war": None, "Iran nuclear talks": None, "tech": None}
+
+
+def test_a_topic_scores_the_same_among_any_others_and_the_floors_never_change_a_match(fake_embedder):
+    """Normal and broad topics mixed with a feed's every-story follow, scored all together, in a
+    subset, and with each one's threshold as a floor (the matcher's shortcut)."""
+    from conftest import WIRE, article
+
+    texts = ["river valley floods", "weather and natural disasters", "stock markets and shares", "energy and power"]
+    topics = [*map(Topic.parse, texts), Topic.every_story()]
+    vectors = np.vstack([fake_embedder.encode(texts), np.zeros((1, fake_embedder.dim), np.float32)])
+    broad = [False, True, False, True, False]
+    scorer = FollowScorer(topics, vectors, broad=broad, sections=fake_embedder.encode(list(NEWS_SECTIONS)))
+    stories = [article("Severe weather in the valley", "Severe weather brought floods and other natural disasters "
+                       "to the river valley. " + WIRE), article("Shares fall", "Stock markets fell and shares slid.")]
+    limits = np.array([0.3, 0.08, 0.3, 0.08, 0.3], dtype=np.float32)
+    for story in stories:
+        chunk_vectors = fake_embedder.encode([f"{story.title}\n{story.text}"])
+        every = scorer.run(story, chunk_vectors)
+        among = [3, 1, 4, 0]
+        assert np.array_equal(scorer.run(story, chunk_vectors, among), every[among])
+        floored = scorer.run(story, chunk_vectors, among, floors=limits[among])
+        assert np.array_equal(floored >= limits[among], every[among] >= limits[among])
+        assert every[4] == np.inf
+    # At broad, a story is weighed against the sections that are not the topic's own: a markets
+    # story is far below the weather section's floor, the storm story not.
+    storm, shares = (scorer.run(story, fake_embedder.encode([f"{story.title}\n{story.text}"]))[1] for story in stories)
+    assert shares < 0 < storm
+    plain = FollowScorer(topics, vectors).run(stories[1], fake_embedder.encode([f"{stories[1].title}\n{stories[1].text}"]))
+    assert plain[1] > shares  # the same topic at normal is not weighed against the sections
 
 
 def test_a_broad_topic_needs_the_news_sections_to_be_scored(fake_embedder):
@@ -193,43 +231,51 @@ def test_the_kept_topic_files_name_labels_of_their_corpus(topics_file, corpus):
     assert {t["label"] for t in topics} <= labels and all(t["keywords"] for t in topics)
 
 
+def _matched_at_ingest(tmp_path, rows: list[dict], follows: list[tuple[str, str | None]]):
+    """The bundled model and a real store: a follow of each (topic, level), then `rows` ingested;
+    returns the follows, how many rows were added, and the matches queued as (follow id, row id)."""
+    from bot.config import Config
+    from bot.service import NewsService
+    from index.article import make_article_id
+    from index.store import Shards
+
+    news = tmp_path / "news.jsonl"
+    news.write_text("".join(json.dumps({**r, "url": f"https://wire.test/{r['id']}"}) + "\n" for r in rows),
+                    encoding="utf-8")
+    config = Config(base_dir=tmp_path)
+    config.index.dir = str(tmp_path / "data")
+    config.follows.delivery_window_minutes = 0
+    config.follows.max_age_hours = 24 * 365 * 50  # Reuters is from 1987, BBC from 2004-05
+    service = NewsService(config)
+    try:
+        made = [service.follow(Topic.parse(text), guild_id=1, channel_id=10, level=level)[0] for text, level in follows]
+        report = service.ingest([str(news)])
+        queued = service.store.outbox.take(holder="test", shards=Shards(), lease=timedelta(minutes=1), limit=100)
+    finally:
+        service.store.close()
+    row_of = {make_article_id(url=f"https://wire.test/{r['id']}"): r["id"] for r in rows}
+    return made, len(report.added), {(m.follow_id, row_of[m.article_ids[0]]) for m in queued}
+
+
 def test_with_the_bundled_model_a_follow_matches_its_topic_and_not_its_neighbours(tmp_path):
     """Real model, real store, real labelled news: ingest queues matches for the crude oil follow
     from crude stories only (Reuters' own labels), and for the athletics follow from BBC sport
     only (the corpus's first sport stories are athletics)."""
     from conftest import shared_data
 
-    from bot.config import Config
-    from bot.service import NewsService
-    from index.article import make_article_id
-    from index.store import Shards
-
     rows = [json.loads(line) for line in shared_data("reuters/corpus.jsonl").open(encoding="utf-8")]
     crude = [r for r in rows if r.get("topics") == ["crude"]][:12]
     others = [r for r in rows if r.get("topics") in (["cocoa"], ["coffee"], ["gold"])][:12]
     sport = [json.loads(line) for line in shared_data("bbc/corpus.jsonl").open(encoding="utf-8")
              if '"category": "sport"' in line][:6]
-    news = tmp_path / "news.jsonl"
-    news.write_text("".join(json.dumps({**r, "url": f"https://wire.test/{r['id']}"}) + "\n"
-                            for r in crude + others + sport), encoding="utf-8")
-    config = Config(base_dir=tmp_path)
-    config.index.dir = str(tmp_path / "data")
-    config.follows.delivery_window_minutes = 0
-    config.follows.max_age_hours = 24 * 365 * 50  # Reuters is from 1987
-    service = NewsService(config)
-    try:
-        oil, _ = service.follow(Topic.parse("crude oil prices and production"), guild_id=1, channel_id=10)
-        athletics, _ = service.follow(Topic.parse("athletics world records and races"), guild_id=1, channel_id=10)
-        report = service.ingest([str(news)])
-        assert len(report.added) == len(crude + others + sport)
-        queued = service.store.outbox.take(holder="test", shards=Shards(), lease=timedelta(minutes=1), limit=100)
-    finally:
-        service.store.close()
-    label = {make_article_id(url=f"https://wire.test/{r['id']}"): "crude" if r in crude else "sport" if r in sport
-             else "other" for r in crude + others + sport}
-    matched = {(m.follow_id, label[m.article_ids[0]]) for m in queued}
-    assert (oil.id, "crude") in matched and (athletics.id, "sport") in matched
-    assert matched <= {(oil.id, "crude"), (athletics.id, "sport")}
+    (oil, athletics), added, matched = _matched_at_ingest(
+        tmp_path, crude + others + sport,
+        [("crude oil prices and production", None), ("athletics world records and races", None)])
+    assert added == len(crude + others + sport)
+    label = {r["id"]: "crude" if r in crude else "sport" if r in sport else "other" for r in crude + others + sport}
+    found = {(follow, label[row]) for follow, row in matched}
+    assert (oil.id, "crude") in found and (athletics.id, "sport") in found
+    assert found <= {(oil.id, "crude"), (athletics.id, "sport")}
 
 
 def test_with_the_bundled_model_a_broad_follow_takes_its_section_and_leaves_a_story_nearer_another(tmp_path):
@@ -239,54 +285,17 @@ def test_with_the_bundled_model_a_broad_follow_takes_its_section_and_leaves_a_st
     the business and property sections than to politics, it is not posted now."""
     from conftest import shared_data
 
-    from bot.config import Config
-    from bot.service import NewsService
-    from index.article import make_article_id
-    from index.store import Shards
-
     rows = [json.loads(line) for line in shared_data("bbc/corpus.jsonl").open(encoding="utf-8")]
     politics = [r for r in rows if r["category"] == "politics"][:5]
     business = [r for r in rows if r["id"] == "bbc-business-248"] + [r for r in rows if r["category"] == "business"][:3]
     tech = [r for r in rows if r["category"] == "tech"][:3]
-    news = tmp_path / "news.jsonl"
-    news.write_text("".join(json.dumps({**r, "url": f"https://bbc.test/{r['id']}"}) + "\n"
-                            for r in politics + business + tech), encoding="utf-8")
-    config = Config(base_dir=tmp_path)
-    config.index.dir = str(tmp_path / "data")
-    config.follows.delivery_window_minutes = 0
-    config.follows.max_age_hours = 24 * 365 * 50  # the BBC corpus is from 2004-05
-    service = NewsService(config)
-    try:
-        section, _ = service.follow(Topic.parse("UK politics, government, parliament and elections"), guild_id=1,
-                                    channel_id=10, level="broad")
-        service.ingest([str(news)])
-        queued = service.store.outbox.take(holder="test", shards=Shards(), lease=timedelta(minutes=1), limit=100)
-    finally:
-        service.store.close()
-    category = {make_article_id(url=f"https://bbc.test/{r['id']}"): r["id"] for r in politics + business + tech}
-    matched = {category[m.article_ids[0]] for m in queued if m.follow_id == section.id}
-    assert len({story for story in matched if story.startswith("bbc-politics-")}) >= 3
+    _, _, matched = _matched_at_ingest(tmp_path, politics + business + tech,
+                                       [("UK politics, government, parliament and elections", "broad")])
+    stories = {row for _, row in matched}
+    assert len({story for story in stories if story.startswith("bbc-politics-")}) >= 3
     # Neither business story nor technology story is posted, but the one on ink at Kyrgyz elections.
-    assert matched - {r["id"] for r in politics} <= {"bbc-tech-001"}
-    assert "bbc-business-248" not in matched
-
-
-def test_with_the_bundled_model_a_section_named_without_a_level_is_followed_at_broad(tmp_path):
-    from bot.config import Config
-    from bot.service import NewsService
-
-    config = Config(base_dir=tmp_path)
-    config.index.dir = str(tmp_path / "data")
-    service = NewsService(config)
-    try:
-        levels = {text: service.follow(Topic.parse(text), guild_id=1, channel_id=10)[0].level
-                  for text in ("technology", "politics", "Iran nuclear talks", "crude oil prices and production")}
-        asked, _ = service.follow(Topic.parse("sport"), guild_id=1, channel_id=10, level="normal")
-    finally:
-        service.store.close()
-    assert levels == {"technology": "broad", "politics": "broad", "Iran nuclear talks": "normal",
-                      "crude oil prices and production": "normal"}
-    assert asked.level == "normal"  # an admin's own choice stands
+    assert stories - {r["id"] for r in politics} <= {"bbc-tech-001"}
+    assert "bbc-business-248" not in stories
 
 
 def test_a_story_of_short_sentences_is_still_quoted_and_cited():

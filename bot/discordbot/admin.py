@@ -19,7 +19,7 @@ from discord.ext import commands
 from bot.discordbot import autocomplete
 from bot.discordbot.autocomplete import pick_article
 from bot.discordbot.errors import UserError
-from bot.discordbot.follows import check_postable, topic_from
+from bot.discordbot.follows import NAMES_A_SECTION, check_postable, topic_from
 from bot.discordbot.permissions import admin_only, member_is_admin
 from bot.discordbot.replies import send_followups
 from bot.discordbot.scope import collections_for
@@ -106,7 +106,7 @@ class AdminCommands(commands.Cog):
             raise UserError(str(exc)) from None
         if topic is not None:
             try:
-                await asyncio.to_thread(
+                follow, _ = await asyncio.to_thread(
                     self.bot.service.follow, topic, guild_id=interaction.guild_id, channel_id=channel.id,
                     created_by=interaction.user.id, limit=self.bot.config.follows.max_per_server, feed_url=url,
                     format=format,
@@ -121,6 +121,8 @@ class AdminCommands(commands.Cog):
         where = f" New headlines will be posted in {channel.mention}." if channel else ""
         if topic is not None:
             what = f"items on *{safe_text(clip(filter.strip(), 200))}*" if filter else "new items"
+            if follow.level == "broad":
+                what += f" ({NAMES_A_SECTION})"
             where = f" Its {what} will be posted in {channel.mention} as {'summaries' if format == 'summary' else 'headlines'}."
         text = f"Added {safe_text(redact_url(url))}. I'm reading it now; `/feeds list` shows how that went.{where}"
         await send_followups(interaction, [render_note(text)], ephemeral=True)

@@ -31,6 +31,8 @@ TopicText = app_commands.Range[str, 1, 6000]
 LEVELS = [app_commands.Choice(name=f"{level}: {about}", value=level) for level, about in zip(
     FOLLOW_LEVELS, ("only close matches", "a story or a subject",
                     "a whole section: politics, sport, technology…"))]
+# How a reply names a level chosen for the admin, a topic that names a section (Topic.section).
+NAMES_A_SECTION = "broad: it names a whole section of the news"
 # What a story's message needs in its channel: to see it, to post there, and to show the embed.
 NEEDED = discord.Permissions(view_channel=True, send_messages=True, embed_links=True)
 
@@ -62,7 +64,7 @@ class FollowCommands(commands.Cog):
     @app_commands.describe(
         topic='What to follow, e.g. Iran nuclear talks; "quoted words" must appear, -word must not',
         channel="Where to post them (default: here)",
-        level="How close a story must be (default: broad for a section such as sport, else normal)",
+        level="How close a story must be (default: broad for a section such as sport or climate, else normal)",
         since="Also post matching stories already indexed since then, e.g. 24h, 3d, monday",
     )
     @app_commands.choices(level=LEVELS)
@@ -87,7 +89,7 @@ class FollowCommands(commands.Cog):
             raise UserError(str(exc)) from None
         how = follow.level
         if level is None and how == "broad":
-            how += ": it reads as a whole section of the news"
+            how = NAMES_A_SECTION
         text = (f"Following *{safe_text(clip(follow.topic, 200))}* ({how}): new stories on it will be "
                 f"posted in {target.mention}, at most {self.bot.config.follows.max_posts_per_hour} an hour.")
         if start is not None:
