@@ -528,7 +528,8 @@ def _follow_matching(r: dict) -> list[str]:
     ]
     for p in r["points"]:
         lines.append(
-            f"| {p['follows']:,}{' broad' if p.get('level') == 'broad' else ''} | {_fmt(p['single']['p50_ms'], 2)} / {_fmt(p['single']['mean_ms'], 2)} ms | "
+            f"| {p['follows']:,}{' broad' if p.get('level') == 'broad' else ''} | "
+            f"{_fmt(p['single']['p50_ms'], 2)} / {_fmt(p['single']['mean_ms'], 2)} ms | "
             f"{p['single_share_of_ingest'] * 100:.2f}% | {_fmt(p['batch_ms_per_article'], 3)} ms | "
             f"{p['batch_share_of_ingest'] * 100:.2f}% | {_fmt(p['registry_read_ms'], 2)} ms | "
             f"{p['matches']:,} ({p['articles_matched']}) |")

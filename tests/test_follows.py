@@ -57,9 +57,9 @@ def test_a_topic_scores_the_same_among_any_others_and_the_floors_never_change_a_
     scorer = FollowScorer(topics, vectors, broad=broad, sections=fake_embedder.encode(list(NEWS_SECTIONS)))
     stories = [article("Severe weather in the valley", "Severe weather brought floods and other natural disasters "
                        "to the river valley. " + WIRE), article("Shares fall", "Stock markets fell and shares slid.")]
+    story_vectors = [fake_embedder.encode([f"{story.title}\n{story.text}"]) for story in stories]
     limits = np.array([0.3, 0.08, 0.3, 0.08, 0.3], dtype=np.float32)
-    for story in stories:
-        chunk_vectors = fake_embedder.encode([f"{story.title}\n{story.text}"])
+    for story, chunk_vectors in zip(stories, story_vectors):
         every = scorer.run(story, chunk_vectors)
         among = [3, 1, 4, 0]
         assert np.array_equal(scorer.run(story, chunk_vectors, among), every[among])
@@ -68,9 +68,9 @@ def test_a_topic_scores_the_same_among_any_others_and_the_floors_never_change_a_
         assert every[4] == np.inf
     # At broad, a story is weighed against the sections that are not the topic's own: a markets
     # story is far below the weather section's floor, the storm story not.
-    storm, shares = (scorer.run(story, fake_embedder.encode([f"{story.title}\n{story.text}"]))[1] for story in stories)
+    storm, shares = (scorer.run(story, chunk_vectors)[1] for story, chunk_vectors in zip(stories, story_vectors))
     assert shares < 0 < storm
-    plain = FollowScorer(topics, vectors).run(stories[1], fake_embedder.encode([f"{stories[1].title}\n{stories[1].text}"]))
+    plain = FollowScorer(topics, vectors).run(stories[1], story_vectors[1])
     assert plain[1] > shares  # the same topic at normal is not weighed against the sections
 
 
